@@ -1,0 +1,3 @@
+from notifications.cli import main
+
+main(prog_name="notifications")
