@@ -29,6 +29,7 @@ MESSAGES = {
 }
 
 _RECEIVED_RE = re.compile(r"Notification (\S+) for group '([^']*)' received: (.*)$")
+_REJECTED_RE = re.compile(r"Notification (\S+) rejected: (.*) \(group=")
 _READY_RE = re.compile(r"\bready\.$")
 
 
@@ -45,8 +46,10 @@ class DemoWorker:
 
     group: str
     process: subprocess.Popen[str]
+    reader: threading.Thread | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     received: list[Received] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +60,10 @@ class DemoWorker:
                 self.output.append(line)
             if _READY_RE.search(line):
                 self.ready.set()
+            refused = _REJECTED_RE.search(line)
+            if refused:
+                with self.lock:
+                    self.rejected.append(refused.group(2))
             found = _RECEIVED_RE.search(line)
             if found:
                 notification_id, group, text = found.groups()
@@ -78,7 +85,7 @@ def start_worker(group: str, settings: Settings) -> DemoWorker:
         "-Q", settings.queue_name(group),
         "-n", f"demo-{group}-{os.getpid()}@%h",
         "--pool", "solo", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--without-gossip", "--without-mingle",
     ]  # fmt: skip
     process = subprocess.Popen(
         command,
@@ -90,7 +97,8 @@ def start_worker(group: str, settings: Settings) -> DemoWorker:
         errors="replace",
     )
     worker = DemoWorker(group, process)
-    threading.Thread(target=worker.read_output, daemon=True).start()
+    worker.reader = threading.Thread(target=worker.read_output, daemon=True)
+    worker.reader.start()
     return worker
 
 
@@ -106,6 +114,10 @@ def stop_workers(workers: list[DemoWorker], timeout_s: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             worker.process.kill()
             worker.process.wait()
+        if worker.reader is not None:
+            worker.reader.join(timeout=5)
+        if worker.process.stdout is not None:
+            worker.process.stdout.close()
 
 
 def run_demo(settings: Settings, timeout_s: float = 60.0) -> int:
@@ -175,6 +187,11 @@ def _exercise(workers: list[DemoWorker], send: object, timeout_s: float) -> int:
                 got_own = True
             else:
                 click.echo(f"[✅] Received #{item.text!r} (sent before this demo)")
+        with worker.lock:
+            rejected = list(worker.rejected)
+        for reason in rejected:
+            click.echo(f"[❌] Refused a message: {reason}")
+            failed = True
         if not got_own:
             click.echo(f"[❌] Nothing arrived within {timeout_s:g} s")
             failed = True

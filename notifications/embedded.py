@@ -17,9 +17,9 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.transport.virtual import Empty
 from kombu.utils.json import dumps, loads
 
@@ -55,7 +55,9 @@ class Channel(filesystem.Channel):
     def claimed_folder(self) -> str:
         return str(self.transport_options.get("claimed_folder", "claimed"))
 
-    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+    # Kombu's own base classes name the second parameter differently
+    # (message / payload), so no signature satisfies both.
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:  # type: ignore[override]
         # Wall-clock nanoseconds keep the files in publish order across
         # processes and reboots; the uuid keeps the names unique.
         name = f"{time.time_ns():020d}_{uuid.uuid4().hex}.{queue}.msg"
@@ -89,6 +91,16 @@ class Transport(filesystem.Transport):
     Channel = Channel
     driver_type = SCHEME
     driver_name = SCHEME
+
+    #: Kombu keeps one binding cache for all filesystem connections of a
+    #: process, so a second folder would never get its binding files.
+    #: Keep one cache per folder instead.
+    _states: ClassVar[dict[str, virtual.BrokerState]] = {}
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        folder = str(client.transport_options.get("control_folder", "control"))
+        self.state = self._states.setdefault(folder, virtual.BrokerState())
 
 
 def register() -> None:

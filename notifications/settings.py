@@ -46,7 +46,8 @@ def default_data_dir(environ: Mapping[str, str]) -> Path:
     sender and every worker started by the same user meet there.
     """
     xdg = environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
+    base = Path(xdg) if xdg else home / ".local" / "share"
     return base / "notifications"
 
 
@@ -195,9 +196,11 @@ def load_settings(
         or None
     )
     if broker_url is not None and "://" not in broker_url:
+        # Without a scheme the URL cannot be parsed, so neither can its
+        # password be masked: do not echo it.
         raise ConfigurationError(
-            f"Broker URL {mask_url(broker_url)!r} has no scheme: use e.g. "
-            "amqp://user:password@host:5672/vhost or amqps://..."
+            "The broker URL (CELERY_BROKER_URL / CLOUDAMQP_URL) has no scheme: "
+            "use e.g. amqp://user:password@host:5672/vhost or amqps://..."
         )
 
     data_dir_raw = env.get("NOTIFICATIONS_DATA_DIR", "").strip()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from celery import Task
@@ -70,12 +71,18 @@ class NotificationTask(Task):  # type: ignore[misc]
         return bound.arguments["group"], bound.arguments["text"]
 
 
-def received(request: Any, group: object, text: object) -> Notification:
+def received(
+    request: Any,
+    group: object,
+    text: object,
+    consumed_queues: Collection[str] | None = None,
+) -> Notification:
     """Check a notification as the worker receives it.
 
     Another producer may not be this code, so the worker trusts nothing:
-    the group must be configured, the text valid, and the message must
-    have come in under its own group's routing key.
+    the group must be configured, the text valid, the message must have
+    come in under its own group's routing key, and from a queue this worker
+    consumes (``consumed_queues``; ``None`` when not known).
 
     Raises
     ------
@@ -89,26 +96,41 @@ def received(request: Any, group: object, text: object) -> Notification:
         checked_group = check_group(settings, group)
         checked_text = check_text(settings, text)
         routing_key = (request.delivery_info or {}).get("routing_key")
-        if routing_key and routing_key != group:
+        if routing_key and routing_key != checked_group:
             raise NotificationsError(
-                f"it is for group {group!r} but arrived with routing key {routing_key!r}"
+                f"It is for group {checked_group!r} but arrived with routing key "
+                f"{routing_key!r}."
+            )
+        queue = settings.queue_name(checked_group)
+        if consumed_queues is not None and queue not in consumed_queues:
+            # A stray binding on the broker routed it here: delivering it
+            # would notify the wrong people.
+            raise NotificationsError(
+                f"It is for group {checked_group!r} but reached a worker that "
+                f"consumes only {', '.join(sorted(consumed_queues))}."
             )
     except (NotificationsError, TypeError, ValueError) as exc:
         logger.error(
-            "Notification %s rejected: %s Message: group=%r text=%r.",
+            "Notification %s rejected: %s (group=%r, text=%r)",
             notification_id,
             exc,
             group,
-            text if isinstance(text, str) else repr(text),
+            text,
         )
         raise Reject(str(exc), requeue=False) from exc
     return Notification(notification_id, checked_group, checked_text)
 
 
+def consumed_queues(task: Task) -> Collection[str] | None:
+    """Names of the queues this worker consumes, if it was told (``-Q``)."""
+    selected = task.app.amqp.queues.consume_from
+    return set(selected) if selected else None
+
+
 @app.task(base=NotificationTask, bind=True, name=SEND_NOTIFICATION)
 def send_notification(self: NotificationTask, group: str, text: str) -> None:
     """Deliver ``text`` to the subscribers of ``group``."""
-    notification = received(self.request, group, text)
+    notification = received(self.request, group, text, consumed_queues(self))
     deliver(notification)
 
 
