@@ -11,6 +11,7 @@ Workers: ``celery -A notifications worker -Q hr_queue`` (one per group).
 from notifications import worker as _worker  # noqa: F401  (connects start-up checks)
 from notifications.application import app
 from notifications.errors import (
+    BrokerAccessError,
     BrokerError,
     BrokerUnreachableError,
     ConfigurationError,
@@ -24,6 +25,7 @@ from notifications.message import Notification
 from notifications.tasks import send_notification
 
 __all__ = [
+    "BrokerAccessError",
     "BrokerError",
     "BrokerUnreachableError",
     "ConfigurationError",

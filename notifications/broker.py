@@ -10,10 +10,16 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from amqp.exceptions import AccessRefused, AMQPError, NotAllowed, PreconditionFailed
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
-from notifications.errors import BrokerUnreachableError, NotificationsError
+from notifications.errors import (
+    BrokerAccessError,
+    BrokerError,
+    BrokerUnreachableError,
+    NotificationsError,
+)
 from notifications.settings import Settings
 from notifications.topology import exchange_mismatch
 
@@ -38,16 +44,23 @@ def ensure_connected(connection: Connection, settings: Settings) -> None:
             interval_max=1.0,
             timeout=settings.publish_timeout_s,
         )
+    except (AccessRefused, NotAllowed) as exc:
+        raise access_refused(settings, exc) from exc
     except (OperationalError, OSError, TimeoutError) as exc:
         raise unreachable(settings, exc) from exc
     logger.debug("Connected to %s.", settings.masked_broker_url)
 
 
-def unreachable(settings: Settings, exc: BaseException) -> BrokerUnreachableError:
+def _reason(settings: Settings, exc: BaseException) -> str:
     reason = str(exc) or type(exc).__name__
     # A driver error may quote the URL it tried: never let the password out.
     if settings.broker_url:
         reason = reason.replace(settings.broker_url, settings.masked_broker_url)
+    return reason
+
+
+def unreachable(settings: Settings, exc: BaseException) -> BrokerUnreachableError:
+    reason = _reason(settings, exc)
     return BrokerUnreachableError(
         f"Cannot reach the broker at {settings.masked_broker_url} within "
         f"{settings.publish_timeout_s:g} s ({reason}). Check that it runs and "
@@ -55,16 +68,29 @@ def unreachable(settings: Settings, exc: BaseException) -> BrokerUnreachableErro
     )
 
 
+def access_refused(settings: Settings, exc: BaseException) -> BrokerAccessError:
+    return BrokerAccessError(
+        f"The broker at {settings.masked_broker_url} refused access "
+        f"({_reason(settings, exc)}). Check the user, password and vhost in "
+        "CELERY_BROKER_URL / CLOUDAMQP_URL."
+    )
+
+
 @contextmanager
 def broker_errors(settings: Settings) -> Iterator[None]:
     """Turn Kombu and py-amqp errors raised inside into our own."""
-    from amqp.exceptions import PreconditionFailed
-
     try:
         yield
     except NotificationsError:
         raise
     except PreconditionFailed as exc:
         raise exchange_mismatch(settings, str(exc)) from exc
+    except (AccessRefused, NotAllowed) as exc:
+        raise access_refused(settings, exc) from exc
     except (OperationalError, ConnectionError, TimeoutError) as exc:
         raise unreachable(settings, exc) from exc
+    except AMQPError as exc:
+        raise BrokerError(
+            f"The broker at {settings.masked_broker_url} answered with an error: "
+            f"{_reason(settings, exc)}"
+        ) from exc

@@ -43,5 +43,9 @@ class BrokerUnreachableError(BrokerError, ConnectionError):
     """The broker did not answer within the configured time."""
 
 
+class BrokerAccessError(BrokerError):
+    """The broker refused the credentials or the vhost."""
+
+
 class ExchangeMismatchError(BrokerError):
     """The exchange exists on the broker with other properties than ours."""

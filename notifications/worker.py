@@ -15,7 +15,7 @@ from celery.signals import celeryd_after_setup
 
 from notifications import topology
 from notifications.broker import broker_errors, ensure_connected
-from notifications.errors import BrokerError
+from notifications.errors import BrokerError, BrokerUnreachableError
 from notifications.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> N
             topology.declare(conn, settings, groups)
     except BrokerError as exc:
         # An unreachable broker is worth waiting for (Celery retries on its
-        # own); an exchange of the wrong type will not fix itself.
-        if isinstance(exc, ConnectionError):
+        # own); refused credentials or a clashing exchange will not fix
+        # themselves.
+        if isinstance(exc, BrokerUnreachableError):
             logger.warning("%s Celery keeps retrying.", exc)
             return
         logger.critical("%s", exc)

@@ -126,6 +126,13 @@ class WorkerProcess:
         if not self.wait_for(lambda: " ready." in self.output, timeout_s):
             raise AssertionError(f"worker did not start:\n{self.output[-3000:]}")
 
+    def stop_when_exited(self, timeout_s: float) -> int:
+        """Wait for the process to exit on its own; stop it if it does not."""
+        assert self.process is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=timeout_s)
+        return self.stop()
+
     def terminate(self) -> None:
         """Ask for a warm shutdown (SIGTERM) without waiting."""
         assert self.process is not None
