@@ -12,12 +12,18 @@ from notifications.settings import get_settings
 from notifications.topology import group_queues
 
 _settings = get_settings()
+if _settings.store_url is None:
+    # The default store is an SQLite file next to the embedded broker.
+    _settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 # -- Broker -----------------------------------------------------------------
 broker_url = _settings.broker_url or f"{embedded.SCHEME}://"
-broker_transport_options = (
-    embedded.transport_options(_settings.embedded_dir) if _settings.embedded else {}
-)
+if _settings.embedded:
+    broker_transport_options = embedded.transport_options(_settings.embedded_dir)
+else:
+    # Publisher confirms: a publish returns only once the broker has the
+    # message (and raises if it refused it), instead of trusting the socket.
+    broker_transport_options = {"confirm_publish": True}
 # Connecting to an unreachable host must not eat the whole publish budget
 # in one attempt; the sender retries within NOTIFICATIONS_PUBLISH_TIMEOUT_S.
 broker_connection_timeout = min(4.0, _settings.publish_timeout_s)
@@ -37,9 +43,24 @@ task_serializer = "json"
 result_accept_content = ["json"]
 event_serializer = "json"
 task_default_delivery_mode = "persistent"
-# Nothing waits on a notification's result, so none is stored.
-result_backend = None
-task_ignore_result = True
+
+# -- The store of delivered ids -------------------------------------------------
+# The result backend remembers which notification ids were delivered, so
+# a redelivered notification is acknowledged without being sent twice.
+# Nobody waits on these results; they only answer "was this delivered?".
+result_backend = _settings.result_backend_url
+result_expires = _settings.dedup_ttl_s
+result_extended = False
+result_backend_always_retry = True
+result_backend_max_retries = 5
+database_create_tables_at_setup = True
+# SQLite locks the whole file while one process writes; a generous busy
+# timeout lets the processes of several workers share it.
+database_engine_options = (
+    {"connect_args": {"timeout": 30}}
+    if _settings.result_backend_url.startswith("db+sqlite")
+    else {}
+)
 
 # -- Acknowledgement ----------------------------------------------------------
 # Ack after delivery, as the tutorial's consumer does: a worker that dies
@@ -48,6 +69,13 @@ task_ignore_result = True
 # a busy worker while an idle one waits.
 task_acks_late = True
 worker_prefetch_multiplier = 1
+# A pool process killed mid-delivery (OOM, SIGKILL) puts the notification
+# back on its queue instead of losing it; the store of delivered ids and the
+# redelivery cap keep that from becoming a duplicate or a loop.
+task_reject_on_worker_lost = True
+# Messages that are not valid Celery tasks (plain AMQP producers, pickle,
+# garbage) are turned into notifications or dead letters, never dropped.
+worker_consumer = "notifications.consumer:NotificationConsumer"
 
 # -- Monitoring -------------------------------------------------------------
 # Flower reads the task and worker events. The embedded broker has no one

@@ -9,8 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from amqp.exceptions import AccessRefused, AMQPError, NotAllowed, PreconditionFailed
+from amqp.exceptions import (
+    AccessRefused,
+    AMQPError,
+    ChannelError,
+    NotAllowed,
+    PreconditionFailed,
+)
 from kombu.connection import Connection
 from kombu.exceptions import OperationalError
 
@@ -19,11 +26,52 @@ from notifications.errors import (
     BrokerError,
     BrokerUnreachableError,
     NotificationsError,
+    UnroutableError,
 )
 from notifications.settings import Settings
 from notifications.topology import exchange_mismatch
 
 logger = logging.getLogger(__name__)
+
+#: AMQP reply code of a mandatory message that no queue is bound for.
+NO_ROUTE = 312
+
+
+def unroutable(settings: Settings, detail: str) -> UnroutableError:
+    return UnroutableError(
+        f"The broker at {settings.masked_broker_url} has no queue for this "
+        f"notification ({detail}): the group's queue or its binding to "
+        f"{settings.exchange_name!r} is missing. Start the group's worker (it "
+        "declares both) and send again."
+    )
+
+
+@contextmanager
+def watch_returns(producer: Any, settings: Settings) -> Iterator[None]:
+    """Raise :class:`UnroutableError` if the broker returns what was published.
+
+    With ``mandatory`` set, RabbitMQ sends ``basic.return`` before the
+    publisher confirm; py-amqp hands it to the channel's ``basic_return``
+    handlers, so the confirm is still read and the channel stays in step.
+    """
+    channel = getattr(producer, "channel", None)
+    events = getattr(channel, "events", None)
+    if not settings.amqp or events is None:
+        yield
+        return
+
+    returned: list[str] = []
+
+    def on_return(exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        returned.append(f"routing key {routing_key!r}: {exc}")
+
+    events["basic_return"].add(on_return)
+    try:
+        yield
+    finally:
+        events["basic_return"].discard(on_return)
+    if returned:
+        raise unroutable(settings, returned[0])
 
 
 def ensure_connected(connection: Connection, settings: Settings) -> None:
@@ -87,6 +135,13 @@ def broker_errors(settings: Settings) -> Iterator[None]:
         raise exchange_mismatch(settings, str(exc)) from exc
     except (AccessRefused, NotAllowed) as exc:
         raise access_refused(settings, exc) from exc
+    except ChannelError as exc:
+        if getattr(exc, "reply_code", None) == NO_ROUTE:
+            raise unroutable(settings, str(exc)) from exc
+        raise BrokerError(
+            f"The broker at {settings.masked_broker_url} answered with an error: "
+            f"{_reason(settings, exc)}"
+        ) from exc
     except (OperationalError, ConnectionError, TimeoutError) as exc:
         raise unreachable(settings, exc) from exc
     except AMQPError as exc:

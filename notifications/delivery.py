@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from notifications.errors import ConfigurationError
 from notifications.message import Notification
 
 logger = logging.getLogger(__name__)
@@ -50,14 +51,43 @@ class LogDelivery:
         log_outcome("received", notification)
 
 
-_delivery: Delivery = LogDelivery()
+_delivery: Delivery | None = None
 
 
-def set_delivery(delivery: Delivery) -> None:
-    """Replace how workers deliver notifications."""
+def set_delivery(delivery: Delivery | None) -> None:
+    """Replace how workers deliver notifications (``None``: as configured)."""
     global _delivery
     _delivery = delivery
 
 
+def configured_delivery(path: str | None) -> Delivery:
+    """The delivery named by ``NOTIFICATIONS_DELIVERY`` (``module:name``).
+
+    ``name`` may be a class (instantiated without arguments) or an object
+    with a ``deliver`` method.
+    """
+    if path is None:
+        return LogDelivery()
+    from kombu.utils.imports import symbol_by_name
+
+    try:
+        target = symbol_by_name(path, sep=":")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(
+            f"NOTIFICATIONS_DELIVERY={path!r} cannot be imported: {exc}"
+        ) from exc
+    delivery = target() if isinstance(target, type) else target
+    if not callable(getattr(delivery, "deliver", None)):
+        raise ConfigurationError(
+            f"NOTIFICATIONS_DELIVERY={path!r} has no deliver(notification) method."
+        )
+    return delivery
+
+
 def deliver(notification: Notification) -> None:
+    global _delivery
+    if _delivery is None:
+        from notifications.settings import get_settings
+
+        _delivery = configured_delivery(get_settings().delivery)
     _delivery.deliver(notification)

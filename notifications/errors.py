@@ -43,9 +43,25 @@ class BrokerUnreachableError(BrokerError, ConnectionError):
     """The broker did not answer within the configured time."""
 
 
+class UnroutableError(BrokerError):
+    """The broker accepted a notification that no queue receives."""
+
+
 class BrokerAccessError(BrokerError):
     """The broker refused the credentials or the vhost."""
 
 
 class ExchangeMismatchError(BrokerError):
     """The exchange exists on the broker with other properties than ours."""
+
+
+class DeliveryError(NotificationsError):
+    """Base class for a failed delivery; raise a subclass from a delivery."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """A delivery failed but may succeed later: it is retried with backoff."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A delivery can never succeed: it is dead-lettered without retrying."""

@@ -21,6 +21,15 @@ DEFAULT_GROUPS = ("hr", "marketing", "support")
 DEFAULT_EXCHANGE = "slack_notifications_direct"
 DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 DEFAULT_PUBLISH_TIMEOUT_S = 5.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_BACKOFF_S = 1.0
+DEFAULT_RETRY_BACKOFF_MAX_S = 300.0
+DEFAULT_MAX_REDELIVERIES = 3
+DEFAULT_DEDUP_TTL_S = 7 * 24 * 3600.0
+#: Celery's retry countdown keeps the retried message unacknowledged in the
+#: worker until it is due; RabbitMQ closes a channel whose delivery stays
+#: unacknowledged for 30 minutes (consumer_timeout), so stay well below.
+MAX_RETRY_BACKOFF_S = 900.0
 
 #: Group names become routing keys and queue names; keep them to a set
 #: that is safe in both, in file names (embedded broker) and in shells.
@@ -32,6 +41,10 @@ GROUP_NAME_RULE = (
 EXCHANGE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 
 QUEUE_SUFFIX = "_queue"
+DEAD_LETTER_SUFFIX = "_dead_letter"
+#: Routing key of dead letters whose group is unknown. Group names start
+#: with a letter or digit, so this can never be a group.
+UNROUTED = "_unrouted"
 
 
 def mask_url(url: str) -> str:
@@ -96,6 +109,21 @@ def _positive_number(environ: Mapping[str, str], name: str, default: float) -> f
     return value
 
 
+def _non_negative_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a whole number: give 0 or more."
+        ) from None
+    if value < 0:
+        raise ConfigurationError(f"{name}={raw!r} must be 0 or more.")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the pipeline reads from its environment.
@@ -114,6 +142,25 @@ class Settings:
         Largest accepted notification text, in UTF-8 bytes.
     publish_timeout_s:
         How long a sender waits for an unreachable broker before raising.
+    store_url:
+        Where workers record delivered notification ids (``sqlite:///``,
+        ``redis://`` or ``postgresql://``); ``None`` for SQLite in
+        ``data_dir``.
+    max_retries:
+        Retries of a delivery that failed transiently before it is
+        dead-lettered.
+    retry_backoff_s:
+        Wait before the first retry, in seconds; it doubles with each retry.
+    retry_backoff_max_s:
+        Longest wait between two retries, in seconds.
+    max_redeliveries:
+        How often a notification may come back after its worker died before
+        it is dead-lettered.
+    dedup_ttl_s:
+        How long a delivered id is remembered, in seconds.
+    delivery:
+        ``module:attribute`` of the delivery workers use; ``None`` for the
+        default (a log line).
     """
 
     groups: tuple[str, ...] = DEFAULT_GROUPS
@@ -122,6 +169,41 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
     publish_timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S
+    store_url: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S
+    retry_backoff_max_s: float = DEFAULT_RETRY_BACKOFF_MAX_S
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+    dedup_ttl_s: float = DEFAULT_DEDUP_TTL_S
+    delivery: str | None = None
+
+    @property
+    def amqp(self) -> bool:
+        """True for an AMQP 0-9-1 broker (RabbitMQ, LavinMQ, CloudAMQP)."""
+        return self.effective_broker_url.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
+
+    @property
+    def result_backend_url(self) -> str:
+        """The store of delivered ids, as a Celery result backend URL."""
+        url = self.store_url or f"sqlite:///{self.data_dir / 'delivered.sqlite3'}"
+        scheme = url.split("://", 1)[0]
+        if scheme in {"sqlite", "postgresql", "postgres"} or scheme.startswith(
+            ("sqlite+", "postgresql+")
+        ):
+            url = url.replace("postgres://", "postgresql://", 1)
+            return f"db+{url}"
+        return url
+
+    @property
+    def masked_store_url(self) -> str:
+        return mask_url(self.store_url) if self.store_url else self.result_backend_url[3:]
+
+    def dead_letter_queue_name(self, group: str) -> str:
+        return f"{group.lstrip('_')}{DEAD_LETTER_SUFFIX}"
+
+    @property
+    def dead_letter_exchange_name(self) -> str:
+        return f"{self.exchange_name}.dead_letter"
 
     @property
     def embedded(self) -> bool:
@@ -213,7 +295,48 @@ def load_settings(
         env, "NOTIFICATIONS_PUBLISH_TIMEOUT_S", DEFAULT_PUBLISH_TIMEOUT_S
     )
 
+    store_url = env.get("NOTIFICATIONS_STORE_URL", "").strip() or None
+    if store_url is not None and not store_url.startswith(
+        ("sqlite://", "redis://", "rediss://", "postgresql://", "postgres://")
+    ):
+        raise ConfigurationError(
+            "NOTIFICATIONS_STORE_URL must start with sqlite://, redis://, rediss:// "
+            "or postgresql://."
+        )
+    max_retries = int(
+        _non_negative_int(env, "NOTIFICATIONS_MAX_RETRIES", DEFAULT_MAX_RETRIES)
+    )
+    max_redeliveries = int(
+        _non_negative_int(env, "NOTIFICATIONS_MAX_REDELIVERIES", DEFAULT_MAX_REDELIVERIES)
+    )
+    retry_backoff_max_s = _positive_number(
+        env, "NOTIFICATIONS_RETRY_BACKOFF_MAX_S", DEFAULT_RETRY_BACKOFF_MAX_S
+    )
+    if retry_backoff_max_s > MAX_RETRY_BACKOFF_S:
+        raise ConfigurationError(
+            f"NOTIFICATIONS_RETRY_BACKOFF_MAX_S={retry_backoff_max_s:g} is too long: at "
+            f"most {MAX_RETRY_BACKOFF_S:g} s, so a waiting retry never trips the "
+            "broker's consumer timeout."
+        )
+    retry_backoff_s = _positive_number(
+        env, "NOTIFICATIONS_RETRY_BACKOFF_S", DEFAULT_RETRY_BACKOFF_S
+    )
+    dedup_ttl_s = _positive_number(env, "NOTIFICATIONS_DEDUP_TTL_S", DEFAULT_DEDUP_TTL_S)
+
+    delivery = env.get("NOTIFICATIONS_DELIVERY", "").strip() or None
+    if delivery is not None and not re.match(r"^[\w.]+:[\w.]+$", delivery):
+        raise ConfigurationError(
+            f"NOTIFICATIONS_DELIVERY={delivery!r} must look like package.module:name."
+        )
+
     return Settings(
+        delivery=delivery,
+        store_url=store_url,
+        max_retries=max_retries,
+        max_redeliveries=max_redeliveries,
+        retry_backoff_s=retry_backoff_s,
+        retry_backoff_max_s=retry_backoff_max_s,
+        dedup_ttl_s=dedup_ttl_s,
         groups=groups,
         exchange_name=exchange_name,
         broker_url=broker_url,

@@ -1,23 +1,44 @@
-"""The ``send_notification`` task: checked and routed when sent, delivered by a worker."""
+"""The ``send_notification`` task: checked when sent, delivered once by a worker.
+
+At the sender, a notification is validated before anything is published,
+published with publisher confirms and the ``mandatory`` flag on AMQP, and
+any broker problem raises within the publish timeout.
+
+At the worker, a notification is
+
+1. checked again (another producer may not be this code), else dead-lettered;
+2. skipped if the store of delivered ids already has its id;
+3. dead-lettered if it came back too often after its worker died;
+4. delivered; a transient failure is retried with exponential backoff and
+   jitter up to ``max_retries``, then dead-lettered; a permanent failure is
+   dead-lettered at once.
+
+The outcome ``{"outcome": "delivered"}`` is what Celery stores in the
+result backend when the task returns: that record is the store of
+delivered ids. A crash after delivering and before that record is written
+delivers the notification again: that window is the time Celery takes to
+write one result.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import random
 from collections.abc import Collection
 from typing import Any
 
-from celery import Task
-from celery.exceptions import Reject
+from celery import Task, states
 from celery.result import AsyncResult
 
+from notifications import dead_letter
 from notifications.application import app
-from notifications.broker import broker_errors, ensure_connected
+from notifications.broker import broker_errors, ensure_connected, watch_returns
 from notifications.delivery import deliver, log_outcome
-from notifications.errors import NotificationsError
+from notifications.errors import NotificationsError, PermanentDeliveryError
 from notifications.message import Notification, check_group, check_text
 from notifications.routing import SEND_NOTIFICATION
-from notifications.settings import get_settings
+from notifications.settings import UNROUTED, Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +50,9 @@ PUBLISH_RETRY_POLICY = {
     "interval_step": 0.4,
     "interval_max": 1.0,
 }
+
+DELIVERED = {"outcome": "delivered"}
+DEAD_LETTERED = {"outcome": "dead-lettered"}
 
 
 class NotificationTask(Task):  # type: ignore[misc]
@@ -55,11 +79,19 @@ class NotificationTask(Task):  # type: ignore[misc]
             return super().apply_async(args, kwargs, task_id=task_id, **options)
 
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
+        if settings.amqp:
+            # A notification no queue receives comes back (basic.return)
+            # instead of vanishing; the confirm then fails after a timeout
+            # rather than hanging while the broker blocks publishers.
+            options.setdefault("mandatory", True)
+            options.setdefault("timeout", settings.publish_timeout_s)
+            options.setdefault("confirm_timeout", settings.publish_timeout_s)
         with broker_errors(settings), self.app.producer_or_acquire(producer) as prod:
             ensure_connected(prod.connection, settings)
-            return super().apply_async(
-                args, kwargs, task_id=task_id, producer=prod, **options
-            )
+            with watch_returns(prod, settings):
+                return super().apply_async(
+                    args, kwargs, task_id=task_id, producer=prod, **options
+                )
 
     def _bind(self, args: Any, kwargs: Any) -> tuple[object, object]:
         try:
@@ -71,7 +103,7 @@ class NotificationTask(Task):  # type: ignore[misc]
         return bound.arguments["group"], bound.arguments["text"]
 
 
-def received(
+def check_received(
     request: Any,
     group: object,
     text: object,
@@ -86,39 +118,27 @@ def received(
 
     Raises
     ------
-    Reject
-        Without requeue, so a message that can never be delivered is not
-        redelivered in a loop.
+    NotificationsError, TypeError, ValueError
+        Saying what is wrong with the notification.
     """
     settings = get_settings()
-    notification_id = str(request.id)
-    try:
-        checked_group = check_group(settings, group)
-        checked_text = check_text(settings, text)
-        routing_key = (request.delivery_info or {}).get("routing_key")
-        if routing_key and routing_key != checked_group:
-            raise NotificationsError(
-                f"It is for group {checked_group!r} but arrived with routing key "
-                f"{routing_key!r}."
-            )
-        queue = settings.queue_name(checked_group)
-        if consumed_queues is not None and queue not in consumed_queues:
-            # A stray binding on the broker routed it here: delivering it
-            # would notify the wrong people.
-            raise NotificationsError(
-                f"It is for group {checked_group!r} but reached a worker that "
-                f"consumes only {', '.join(sorted(consumed_queues))}."
-            )
-    except (NotificationsError, TypeError, ValueError) as exc:
-        logger.error(
-            "Notification %s rejected: %s (group=%r, text=%r)",
-            notification_id,
-            exc,
-            group,
-            text,
+    checked_group = check_group(settings, group)
+    checked_text = check_text(settings, text)
+    routing_key = (request.delivery_info or {}).get("routing_key")
+    if routing_key and routing_key != checked_group:
+        raise NotificationsError(
+            f"It is for group {checked_group!r} but arrived with routing key "
+            f"{routing_key!r}."
         )
-        raise Reject(str(exc), requeue=False) from exc
-    return Notification(notification_id, checked_group, checked_text)
+    queue = settings.queue_name(checked_group)
+    if consumed_queues is not None and queue not in consumed_queues:
+        # A stray binding on the broker routed it here: delivering it
+        # would notify the wrong people.
+        raise NotificationsError(
+            f"It is for group {checked_group!r} but reached a worker that "
+            f"consumes only {', '.join(sorted(consumed_queues))}."
+        )
+    return Notification(str(request.id), checked_group, checked_text)
 
 
 def consumed_queues(task: Task) -> Collection[str] | None:
@@ -127,11 +147,117 @@ def consumed_queues(task: Task) -> Collection[str] | None:
     return set(selected) if selected else None
 
 
-@app.task(base=NotificationTask, bind=True, name=SEND_NOTIFICATION)
-def send_notification(self: NotificationTask, group: str, text: str) -> None:
+def backoff_s(settings: Settings, retries: int) -> float:
+    """Wait before retry number ``retries + 1``: doubling, capped, half jittered.
+
+    The jitter spreads retries of many notifications that failed together
+    (a target that was down) so they do not all hit it again at once.
+    """
+    cap = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2**retries)
+    return cap / 2 + random.uniform(0, cap / 2)  # noqa: S311 (not cryptographic)
+
+
+def _redelivery_key(notification_id: str) -> str:
+    return f"{notification_id}.redeliveries"
+
+
+def count_redelivery(task: Task) -> int:
+    """Count one more arrival of a redelivered message; return the count."""
+    key = _redelivery_key(task.request.id)
+    meta = task.backend.get_task_meta(key)
+    count = int((meta.get("result") or {}).get("count", 0)) + 1 if meta else 1
+    task.backend.store_result(key, {"count": count}, states.STARTED)
+    return count
+
+
+def already_delivered(task: Task) -> bool:
+    meta = task.backend.get_task_meta(task.request.id)
+    return bool(
+        meta and meta.get("status") == states.SUCCESS and meta.get("result") == DELIVERED
+    )
+
+
+def send_dead_letter(task: Task, letter: dead_letter.DeadLetter) -> dict[str, str]:
+    settings = get_settings()
+    with task.app.producer_or_acquire() as producer:
+        dead_letter.publish(producer, settings, letter)
+    return DEAD_LETTERED
+
+
+@app.task(
+    base=NotificationTask,
+    bind=True,
+    name=SEND_NOTIFICATION,
+    acks_late=True,
+    # A pool child that dies mid-delivery puts the notification back.
+    reject_on_worker_lost=True,
+    ignore_result=False,
+)
+def send_notification(self: NotificationTask, group: str, text: str) -> dict[str, str]:
     """Deliver ``text`` to the subscribers of ``group``."""
-    notification = received(self.request, group, text, consumed_queues(self))
-    deliver(notification)
+    settings = get_settings()
+    try:
+        notification = check_received(self.request, group, text, consumed_queues(self))
+    except (NotificationsError, TypeError, ValueError) as exc:
+        return send_dead_letter(
+            self,
+            dead_letter.DeadLetter(
+                reason="invalid_notification",
+                error=str(exc),
+                group=group if isinstance(group, str) else UNROUTED,
+                notification_id=self.request.id,
+                text=text if isinstance(text, str) else None,
+                body=None if isinstance(text, str) else repr(text),
+            ),
+        )
+
+    if already_delivered(self):
+        log_outcome("skipped, already delivered", notification)
+        return DELIVERED
+
+    if (self.request.delivery_info or {}).get("redelivered"):
+        count = count_redelivery(self)
+        if count > settings.max_redeliveries:
+            return send_dead_letter(
+                self,
+                _letter(notification, "worker_lost", f"redelivered {count} times", count),
+            )
+
+    attempts = self.request.retries + 1
+    try:
+        deliver(notification)
+    except PermanentDeliveryError as exc:
+        return send_dead_letter(
+            self, _letter(notification, "delivery_refused", exc, attempts)
+        )
+    except Exception as exc:
+        if self.request.retries >= settings.max_retries:
+            return send_dead_letter(
+                self, _letter(notification, "retries_exhausted", exc, attempts)
+            )
+        countdown = backoff_s(settings, self.request.retries)
+        log_outcome(
+            f"retried in {countdown:.1f} s after attempt {attempts} ({exc})",
+            notification,
+            logging.WARNING,
+        )
+        raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+
+    log_outcome("delivered", notification)
+    return DELIVERED
+
+
+def _letter(
+    notification: Notification, reason: str, error: object, attempts: int
+) -> dead_letter.DeadLetter:
+    return dead_letter.DeadLetter(
+        reason=reason,
+        error=str(error) or type(error).__name__,
+        group=notification.group,
+        notification_id=notification.notification_id,
+        text=notification.text,
+        attempts=attempts,
+    )
 
 
 __all__ = ["NotificationTask", "log_outcome", "send_notification"]

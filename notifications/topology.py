@@ -14,7 +14,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
 from notifications.errors import ExchangeMismatchError
-from notifications.settings import Settings
+from notifications.settings import UNROUTED, Settings
 
 _CURRENT_TYPE_RE = re.compile(r"current is '([a-z-]+)'")
 
@@ -29,6 +29,25 @@ def group_queue(settings: Settings, group: str) -> Queue:
     return Queue(
         settings.queue_name(group),
         exchange=notification_exchange(settings),
+        routing_key=group,
+        durable=True,
+    )
+
+
+def dead_letter_exchange(settings: Settings) -> Exchange:
+    """The durable direct exchange dead letters are published to."""
+    return Exchange(settings.dead_letter_exchange_name, type="direct", durable=True)
+
+
+def dead_letter_queue(settings: Settings, group: str) -> Queue:
+    """The durable queue holding ``group``'s dead letters (``<group>_dead_letter``).
+
+    ``group`` may also be :data:`~notifications.settings.UNROUTED`, for
+    messages whose group is not known.
+    """
+    return Queue(
+        settings.dead_letter_queue_name(group),
+        exchange=dead_letter_exchange(settings),
         routing_key=group,
         durable=True,
     )
@@ -65,6 +84,12 @@ def describe(settings: Settings) -> str:
     lines += [
         f"  {b.exchange} --[{b.routing_key}]--> {b.queue}" for b in bindings(settings)
     ]
+    dlx = settings.dead_letter_exchange_name
+    lines.append(f"dead letters: {dlx} (type direct, durable)")
+    lines += [
+        f"  {dlx} --[{key}]--> {settings.dead_letter_queue_name(key)} (durable)"
+        for key in (*settings.groups, UNROUTED)
+    ]
     return "\n".join(lines)
 
 
@@ -98,6 +123,8 @@ def declare(connection: Connection, settings: Settings, groups: tuple[str, ...])
             notification_exchange(settings)(channel).declare()
             for group in groups:
                 group_queue(settings, group)(channel).declare()
+                dead_letter_queue(settings, group)(channel).declare()
+            dead_letter_queue(settings, UNROUTED)(channel).declare()
         finally:
             channel.close()
     except PreconditionFailed as exc:
