@@ -6,6 +6,9 @@ turns it into Celery settings. It is installed with the package, so
 ``celery -A notifications`` finds it from any working directory.
 """
 
+import ssl
+from urllib.parse import urlsplit
+
 from notifications import embedded
 from notifications.routing import NotificationRouter
 from notifications.settings import get_settings
@@ -28,6 +31,22 @@ else:
 # in one attempt; the sender retries within NOTIFICATIONS_PUBLISH_TIMEOUT_S.
 broker_connection_timeout = min(4.0, _settings.publish_timeout_s)
 broker_connection_retry_on_startup = True
+
+# -- TLS (amqps://) -----------------------------------------------------------
+# Left alone, py-amqp checks an amqps:// broker's certificate chain against
+# the system CAs but passes no server_hostname, so it never checks the host
+# name: a valid certificate for any other host would be accepted. Every check
+# is spelled out here so that no Kombu or py-amqp release can drop one.
+if broker_url.startswith("amqps://"):
+    broker_use_ssl = {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        # None: the system's trusted CAs (CloudAMQP's certificates chain to them).
+        "ca_certs": str(_settings.ca_file) if _settings.ca_file else None,
+        # A server_hostname makes py-amqp check the certificate against it.
+        # It is the name in the URL: left to Kombu it would be 127.0.0.1 for
+        # "localhost". A failover list (a;b) is checked against its first host.
+        "server_hostname": urlsplit(broker_url.split(";", 1)[0]).hostname,
+    }
 
 # -- Topology and routing ---------------------------------------------------
 # The exchange and the group queues, declared by Kombu.

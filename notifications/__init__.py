@@ -15,11 +15,15 @@ from notifications.errors import (
     BrokerError,
     BrokerUnreachableError,
     ConfigurationError,
+    DeliveryError,
     ExchangeMismatchError,
     InvalidTextError,
     InvalidTextTypeError,
     NotificationsError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
     UnknownGroupError,
+    UnroutableError,
 )
 from notifications.message import Notification
 from notifications.tasks import send_notification
@@ -29,12 +33,16 @@ __all__ = [
     "BrokerError",
     "BrokerUnreachableError",
     "ConfigurationError",
+    "DeliveryError",
     "ExchangeMismatchError",
     "InvalidTextError",
     "InvalidTextTypeError",
     "Notification",
     "NotificationsError",
+    "PermanentDeliveryError",
+    "TransientDeliveryError",
     "UnknownGroupError",
+    "UnroutableError",
     "app",
     "send_notification",
 ]

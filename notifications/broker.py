@@ -7,6 +7,7 @@ with the broker URL masked.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,12 +108,30 @@ def _reason(settings: Settings, exc: BaseException) -> str:
     return reason
 
 
+def _certificate_refused(exc: BaseException | None) -> bool:
+    # Kombu wraps the ssl error in its OperationalError: look down the chain,
+    # a few links at most, since a chain can loop back on itself.
+    for _ in range(10):
+        if exc is None:
+            return False
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def unreachable(settings: Settings, exc: BaseException) -> BrokerUnreachableError:
     reason = _reason(settings, exc)
+    advice = (
+        "Check that the broker's certificate names the host in the URL and "
+        "that NOTIFICATIONS_CA_FILE holds its CA if that is a private one."
+        if _certificate_refused(exc)
+        else "Check that it runs, that CELERY_BROKER_URL / CLOUDAMQP_URL point at it, "
+        "and that it is not blocking publishers (memory or disk alarm)."
+    )
     return BrokerUnreachableError(
         f"Cannot reach the broker at {settings.masked_broker_url} within "
-        f"{settings.publish_timeout_s:g} s ({reason}). Check that it runs and "
-        "that CELERY_BROKER_URL / CLOUDAMQP_URL point at it."
+        f"{settings.publish_timeout_s:g} s ({reason}). {advice}"
     )
 
 

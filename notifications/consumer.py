@@ -36,7 +36,7 @@ class PlainMessageError(NotificationsError):
     """A message from a plain producer that is not a notification."""
 
 
-def plain_text(content_type: str | None, body: bytes) -> str:
+def plain_text(content_type: str | None, body: bytes | str) -> str:
     """The notification text carried by a plain producer's message.
 
     Raises
@@ -52,7 +52,8 @@ def plain_text(content_type: str | None, body: bytes) -> str:
             "application/json."
         )
     try:
-        decoded = body.decode("utf-8")
+        # Kombu hands an empty body over as "", anything else as bytes.
+        decoded = body if isinstance(body, str) else body.decode("utf-8")
     except UnicodeDecodeError:
         raise PlainMessageError("The body is not UTF-8 text.") from None
     if content_type in TEXT_TYPES:
@@ -70,10 +71,19 @@ def plain_text(content_type: str | None, body: bytes) -> str:
 
 class NotificationConsumer(Consumer):  # type: ignore[misc]
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        self._salvage(message, exc)
+        self._salvage_or_dead_letter(message, exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        self._salvage(message, None)
+        self._salvage_or_dead_letter(message, None)
+
+    def _salvage_or_dead_letter(self, message: Any, exc: Exception | None) -> None:
+        # An exception here would stop the whole consumer ("Unrecoverable
+        # error"), so whatever goes wrong, the message becomes a dead letter.
+        try:
+            self._salvage(message, exc)
+        except Exception as error:
+            logger.exception("Could not read a message; it is dead-lettered.")
+            self._dead_letter(message, "undecodable", repr(error))
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         self._dead_letter(message, "unknown_task", f"Unknown task: {exc}")

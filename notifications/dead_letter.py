@@ -38,6 +38,10 @@ REASONS = {
 }
 
 
+#: Failures of delivery, not of the message: a replay after a fix may succeed.
+REPLAYABLE_REASONS = {"retries_exhausted", "delivery_refused", "worker_lost"}
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -60,7 +64,15 @@ class DeadLetter:
 
     @property
     def replayable(self) -> bool:
-        return self.text is not None and self.group != UNROUTED
+        """True if sending it again can succeed once the cause is fixed.
+
+        A message that was never a valid notification cannot be replayed.
+        """
+        return (
+            self.reason in REPLAYABLE_REASONS
+            and self.text is not None
+            and self.group != UNROUTED
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,13 +95,19 @@ def raw_body(body: bytes | str | None) -> str | None:
         return "base64:" + base64.b64encode(body).decode("ascii")
 
 
-def publish(producer: Any, settings: Settings, letter: DeadLetter) -> None:
-    """Publish ``letter`` to its group's dead-letter queue.
+def publish(
+    producer: Any, settings: Settings, letter: DeadLetter, queue_group: str | None = None
+) -> None:
+    """Publish ``letter`` to a dead-letter queue.
 
-    ``producer`` is a Kombu producer; on AMQP its channel has publisher
-    confirms on, so this returns only once the broker has the message.
+    The queue is that of ``queue_group`` (the group whose queue the message
+    came from), else of ``letter.group``; ``unrouted_dead_letter`` when
+    neither is a configured group. ``producer`` is a Kombu producer; on
+    AMQP its channel has publisher confirms on, so this returns only once
+    the broker has the message.
     """
-    group = letter.group if letter.group in settings.groups else UNROUTED
+    candidates = (queue_group, letter.group)
+    group = next((g for g in candidates if g in settings.groups), UNROUTED)
     queue = dead_letter_queue(settings, group)
     producer.publish(
         json.dumps(letter.to_json()),

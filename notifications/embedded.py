@@ -5,14 +5,19 @@ several processes share the folder:
 
 * a message is written under a temporary name and renamed into place, so
   a consumer never reads a half-written file;
-* a consumer claims a message by renaming it into its own folder, which
-  exactly one consumer can win, so no message is delivered twice.
+* a consumer claims a message by renaming it into the ``claimed`` folder
+  under its process id, which exactly one consumer can win, so no message
+  is delivered twice; the claimed file stays until the message is
+  acknowledged, and a consumer starting up moves the claims of dead
+  processes back into their queues, marked redelivered, so a worker killed
+  mid-delivery loses nothing.
 
 Use it with the broker URL ``embedded://``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -44,12 +49,14 @@ class Channel(filesystem.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._claims: dict[str, str] = {}
         for folder in (
             self.data_folder_out,
             self.claimed_folder,
             str(self.control_folder),
         ):
             os.makedirs(folder, exist_ok=True)
+        self._recover_claims_of_dead_processes()
 
     @property
     def claimed_folder(self) -> str:
@@ -74,17 +81,73 @@ class Channel(filesystem.Channel):
         for name in sorted(os.listdir(self.data_folder_in)):
             if name.partition(".")[2] != wanted:
                 continue
-            claimed = os.path.join(self.claimed_folder, f"{os.getpid()}_{name}")
+            claimed = os.path.join(self.claimed_folder, f"{os.getpid()}-{name}")
             try:
                 os.rename(os.path.join(self.data_folder_in, name), claimed)
             except FileNotFoundError:
                 # Another consumer claimed it first.
                 continue
             with open(claimed, "rb") as f:
-                payload = f.read()
-            os.remove(claimed)
-            return loads(payload.decode("utf-8"))
+                payload = loads(f.read().decode("utf-8"))
+            properties = payload.setdefault("properties", {})
+            if payload.get("redelivered"):
+                # Kombu keeps the flag outside delivery_info, where Celery
+                # looks for it.
+                properties.setdefault("delivery_info", {})["redelivered"] = True
+            tag = properties.get("delivery_tag")
+            if tag is not None:
+                self._claims[str(tag)] = claimed
+            return payload
         raise Empty()
+
+    def _release_claim(self, delivery_tag: Any) -> None:
+        claimed = self._claims.pop(str(delivery_tag), None)
+        if claimed is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(claimed)
+
+    def basic_ack(self, delivery_tag: Any, multiple: bool = False) -> None:
+        super().basic_ack(delivery_tag, multiple)
+        self._release_claim(delivery_tag)
+
+    def basic_reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self._release_claim(delivery_tag)
+
+    def _restore(self, message: Any) -> None:
+        # Put back (a new file, marked redelivered), then drop the claim.
+        super()._restore(message)
+        self._release_claim(message.delivery_tag)
+
+    def _recover_claims_of_dead_processes(self) -> None:
+        for name in os.listdir(self.claimed_folder):
+            pid, _, original = name.partition("-")
+            if not pid.isdigit() or _alive(int(pid)) or not original:
+                continue
+            # Take the dead claim over first: of several consumers starting
+            # at once, only one wins the rename, so it is put back once.
+            mine = os.path.join(self.claimed_folder, f"{os.getpid()}-{original}")
+            try:
+                os.rename(os.path.join(self.claimed_folder, name), mine)
+            except FileNotFoundError:
+                continue
+            claimed = mine
+            with open(claimed, "rb") as f:
+                payload = loads(f.read().decode("utf-8"))
+            payload["redelivered"] = True
+            self._put(original.partition(".")[2].rpartition(".msg")[0], payload)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(claimed)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Transport(filesystem.Transport):

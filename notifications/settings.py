@@ -86,6 +86,13 @@ def parse_groups(raw: str) -> tuple[str, ...]:
                 f"use {GROUP_NAME_RULE}."
             )
 
+    if "unrouted" in groups:
+        # Its dead-letter queue would be the one of messages with no group.
+        raise ConfigurationError(
+            "NOTIFICATION_GROUPS may not name a group 'unrouted': that name is "
+            "reserved for dead letters whose group is unknown."
+        )
+
     duplicates = sorted({g for g in groups if groups.count(g) > 1})
     if duplicates:
         raise ConfigurationError(
@@ -161,6 +168,10 @@ class Settings:
     delivery:
         ``module:attribute`` of the delivery workers use; ``None`` for the
         default (a log line).
+    ca_file:
+        PEM file of the CA that signed the broker's TLS certificate, for
+        ``amqps://`` to a broker with a private CA; ``None`` for the
+        system's trusted CAs.
     """
 
     groups: tuple[str, ...] = DEFAULT_GROUPS
@@ -176,6 +187,7 @@ class Settings:
     max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
     dedup_ttl_s: float = DEFAULT_DEDUP_TTL_S
     delivery: str | None = None
+    ca_file: Path | None = None
 
     @property
     def amqp(self) -> bool:
@@ -190,7 +202,11 @@ class Settings:
         if scheme in {"sqlite", "postgresql", "postgres"} or scheme.startswith(
             ("sqlite+", "postgresql+")
         ):
-            url = url.replace("postgres://", "postgresql://", 1)
+            # Name the driver: SQLAlchemy's default for postgresql:// differs
+            # between versions, and the postgres extra installs psycopg 3.
+            for plain in ("postgres://", "postgresql://"):
+                if url.startswith(plain):
+                    url = "postgresql+psycopg://" + url[len(plain) :]
             return f"db+{url}"
         return url
 
@@ -329,8 +345,17 @@ def load_settings(
             f"NOTIFICATIONS_DELIVERY={delivery!r} must look like package.module:name."
         )
 
+    ca_file_raw = env.get("NOTIFICATIONS_CA_FILE", "").strip()
+    ca_file = Path(ca_file_raw).expanduser() if ca_file_raw else None
+    if ca_file is not None and not ca_file.is_file():
+        raise ConfigurationError(
+            f"NOTIFICATIONS_CA_FILE={ca_file_raw!r} is not a file: give the path of "
+            "the PEM file holding the broker's CA certificate."
+        )
+
     return Settings(
         delivery=delivery,
+        ca_file=ca_file,
         store_url=store_url,
         max_retries=max_retries,
         max_redeliveries=max_redeliveries,

@@ -22,6 +22,7 @@ write one result.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import random
@@ -87,11 +88,38 @@ class NotificationTask(Task):  # type: ignore[misc]
             options.setdefault("timeout", settings.publish_timeout_s)
             options.setdefault("confirm_timeout", settings.publish_timeout_s)
         with broker_errors(settings), self.app.producer_or_acquire(producer) as prod:
-            ensure_connected(prod.connection, settings)
-            with watch_returns(prod, settings):
-                return super().apply_async(
-                    args, kwargs, task_id=task_id, producer=prod, **options
-                )
+            try:
+                ensure_connected(prod.connection, settings)
+                with watch_returns(prod, settings):
+                    return super().apply_async(
+                        args, kwargs, task_id=task_id, producer=prod, **options
+                    )
+            except BaseException:
+                # A blocked broker never answers a polite channel close, so
+                # returning this connection to the pool would hang: drop it.
+                with contextlib.suppress(Exception):
+                    prod.connection.collect()
+                raise
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # A producer elsewhere may send too few or too many arguments; that
+        # would fail the task and the message would be acknowledged and
+        # lost, so it becomes a dead letter instead.
+        try:
+            self._bind(args, kwargs)
+        except TypeError as exc:
+            return send_dead_letter(
+                self,
+                dead_letter.DeadLetter(
+                    reason="invalid_notification",
+                    error=str(exc),
+                    group=UNROUTED,
+                    notification_id=self.request.id,
+                    body=repr({"args": args, "kwargs": kwargs})[:10_000],
+                ),
+                queue_group=arrived_for(self),
+            )
+        return super().__call__(*args, **kwargs)
 
     def _bind(self, args: Any, kwargs: Any) -> tuple[object, object]:
         try:
@@ -177,11 +205,18 @@ def already_delivered(task: Task) -> bool:
     )
 
 
-def send_dead_letter(task: Task, letter: dead_letter.DeadLetter) -> dict[str, str]:
+def send_dead_letter(
+    task: Task, letter: dead_letter.DeadLetter, queue_group: str | None = None
+) -> dict[str, str]:
     settings = get_settings()
     with task.app.producer_or_acquire() as producer:
-        dead_letter.publish(producer, settings, letter)
+        dead_letter.publish(producer, settings, letter, queue_group)
     return DEAD_LETTERED
+
+
+def arrived_for(task: Task) -> str | None:
+    """The group whose queue this message came from, by its routing key."""
+    return (task.request.delivery_info or {}).get("routing_key")
 
 
 @app.task(
@@ -209,6 +244,7 @@ def send_notification(self: NotificationTask, group: str, text: str) -> dict[str
                 text=text if isinstance(text, str) else None,
                 body=None if isinstance(text, str) else repr(text),
             ),
+            queue_group=arrived_for(self),
         )
 
     if already_delivered(self):

@@ -8,8 +8,11 @@ folder, exactly as a user would.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +35,10 @@ os.environ["CELERY_BROKER_URL"] = SESSION_URL
 os.environ["NOTIFICATIONS_PUBLISH_TIMEOUT_S"] = "3"
 os.environ.pop("NOTIFICATION_GROUPS", None)
 os.environ.pop("NOTIFICATIONS_EXCHANGE", None)
+# The store of delivered ids of this process lives in a folder of its own.
+_SESSION_DATA = tempfile.mkdtemp(prefix="notifications-test-")
+atexit.register(shutil.rmtree, _SESSION_DATA, ignore_errors=True)
+os.environ["NOTIFICATIONS_DATA_DIR"] = _SESSION_DATA
 
 
 def rabbitmq_answers() -> bool:

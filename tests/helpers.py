@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +41,10 @@ def child_env(data_dir: Path, broker_url: str | None, **extra: str) -> dict[str,
     }
     env["NOTIFICATIONS_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    # Workers may load test deliveries (tests/sinks.py) by name.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+    )
     if broker_url:
         env["CELERY_BROKER_URL"] = broker_url
     env.update(extra)
@@ -89,6 +94,9 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
+            # Its own process group, so that stop() also reaches pool
+            # processes orphaned when a test kills the main process.
+            start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -149,6 +157,8 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=timeout_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(timeout=timeout_s)
         if self.process.stdout is not None:
@@ -156,10 +166,13 @@ class WorkerProcess:
         return self.process.returncode
 
 
-def worker_command(*queues: str, name: str) -> list[str]:
+def worker_command(
+    *queues: str, name: str, pool: str = "solo", concurrency: int = 1
+) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "notifications", "worker",
-        "-Q", ",".join(queues), "-n", f"{name}@%h", "--pool", "solo",
+        "-Q", ",".join(queues), "-n", f"{name}@%h", "--pool", pool,
+        "--concurrency", str(concurrency),
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 

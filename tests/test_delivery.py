@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from notifications.delivery import LogDelivery, deliver, log_outcome, set_delivery
-from notifications.message import Notification
 from notifications.errors import NotificationsError
+from notifications.message import Notification
 from notifications.tasks import check_received
 
 HR = Notification("3f2b-id", "hr", "New message in HR")

@@ -104,3 +104,60 @@ def test_consumer_api_works_over_the_embedded_transport(tmp_path):
             conn.drain_events(timeout=5)
 
     assert bodies == [{"text": "hello"}]
+
+
+def test_a_message_held_by_a_killed_consumer_comes_back_marked_redelivered(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    with connection(tmp_path) as conn:
+        queue = group_queues(SETTINGS)[0]
+        Producer(conn.channel()).publish(
+            {"text": "survives"}, exchange=notification_exchange(SETTINGS),
+            routing_key="hr", declare=[queue],
+        )  # fmt: skip
+
+    # Given a consumer that took the message and died before acknowledging...
+    code = (
+        "import os, signal, sys\n"
+        "from tests.test_embedded import connection, group_queues, SETTINGS\n"
+        "from pathlib import Path\n"
+        "conn = connection(Path(sys.argv[1]))\n"
+        "message = group_queues(SETTINGS)[0](conn.channel()).get()\n"
+        "assert message is not None\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], timeout=60, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert list((tmp_path / "queues").iterdir()) == []
+
+    # ...the next consumer gets it back, flagged as redelivered.
+    with connection(tmp_path) as conn:
+        message = group_queues(SETTINGS)[0](conn.channel()).get()
+        assert message is not None
+        assert message.payload == {"text": "survives"}
+        assert message.delivery_info.get("redelivered") is True
+        message.ack()
+    assert list((tmp_path / "claimed").iterdir()) == []
+
+
+def test_an_unacknowledged_message_goes_back_when_its_channel_closes(tmp_path):
+    with connection(tmp_path) as conn:
+        queue = group_queues(SETTINGS)[0]
+        Producer(conn.channel()).publish(
+            {"text": "again"}, exchange=notification_exchange(SETTINGS),
+            routing_key="hr", declare=[queue],
+        )  # fmt: skip
+        channel = conn.channel()
+        assert queue(channel).get() is not None
+        channel.close()
+
+    with connection(tmp_path) as conn:
+        message = group_queues(SETTINGS)[0](conn.channel()).get()
+        assert message is not None
+        assert message.payload == {"text": "again"}
+        message.ack()
+    assert list((tmp_path / "claimed").iterdir()) == []

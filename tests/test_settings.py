@@ -177,3 +177,40 @@ def test_numbers_are_read(tmp_path):
 )
 def test_mask_url_hides_the_password(url, masked):
     assert mask_url(url) == masked
+
+
+def test_unrouted_is_reserved_for_dead_letters_without_a_group():
+    with pytest.raises(ConfigurationError, match="reserved"):
+        parse_groups("hr,unrouted")
+
+
+@pytest.mark.parametrize(
+    ("url", "backend"),
+    [
+        (None, "db+sqlite:///"),
+        ("sqlite:////var/lib/n/delivered.db", "db+sqlite:////var/lib/n/delivered.db"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("postgresql://u:p@db/n", "db+postgresql+psycopg://u:p@db/n"),
+        ("postgres://u:p@db/n", "db+postgresql+psycopg://u:p@db/n"),
+    ],
+)
+def test_the_store_of_delivered_ids_is_chosen_by_url(tmp_path, url, backend):
+    env = {"NOTIFICATIONS_DATA_DIR": str(tmp_path)}
+    if url:
+        env["NOTIFICATIONS_STORE_URL"] = url
+
+    settings = settings_from(env, tmp_path)
+
+    assert settings.result_backend_url.startswith(backend)
+    if url is None:
+        assert settings.result_backend_url.endswith(f"{tmp_path}/delivered.sqlite3")
+
+
+def test_an_unknown_store_is_refused_naming_what_is_allowed(tmp_path):
+    with pytest.raises(ConfigurationError, match="sqlite://, redis://"):
+        settings_from({"NOTIFICATIONS_STORE_URL": "mongodb://x"}, tmp_path)
+
+
+def test_a_retry_backoff_longer_than_the_consumer_timeout_allows_is_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match="at most 900 s"):
+        settings_from({"NOTIFICATIONS_RETRY_BACKOFF_MAX_S": "3600"}, tmp_path)

@@ -46,15 +46,22 @@ def test_the_app_never_creates_a_queue_it_was_not_told_about():
     assert app.conf.task_create_missing_queues is False
 
 
-def test_messages_are_json_only_persistent_and_acked_late():
+def test_messages_are_json_only_persistent_confirmed_and_acked_late():
     conf = app.conf
 
     assert conf.accept_content == ["json"]
     assert conf.task_serializer == "json"
     assert conf.task_default_delivery_mode == "persistent"
+    assert conf.broker_transport_options["confirm_publish"] is True
     assert conf.task_acks_late is True
-    assert conf.task_ignore_result is True
-    assert not conf.result_backend
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+
+
+def test_the_result_backend_is_the_store_of_delivered_ids():
+    # Only whether an id was delivered is stored; senders never wait on it.
+    assert app.conf.result_backend.startswith("db+sqlite:///")
+    assert app.conf.result_backend.endswith("delivered.sqlite3")
 
 
 def test_workers_on_rabbitmq_send_the_events_flower_reads():
