@@ -256,8 +256,10 @@ def replay_command(group: str, notification_id: str | None) -> None:
             raise UnreplayableError(letter, exc) from exc
 
         new_id = letter.notification_id or str(uuid.uuid4())
-        forget_redeliveries(app, settings, new_id)
-        send_notification.apply_async((target, text), task_id=new_id)
+        forget_redeliveries(app, settings, new_id, letter.target_id)
+        send_notification.apply_async(
+            (target, text), {"title": letter.title}, task_id=new_id
+        )
         sent.append((letter, new_id))
 
     try:
@@ -310,8 +312,14 @@ def echo_replayed(settings: Settings, sent: list[tuple[DeadLetter, str]]) -> Non
         )
 
 
-def forget_redeliveries(app: Any, settings: Settings, notification_id: str) -> None:
-    """Drop the redelivery count of ``notification_id`` from the store of delivered ids.
+def forget_redeliveries(
+    app: Any, settings: Settings, notification_id: str, target_id: str | None = None
+) -> None:
+    """Make the store of delivered ids forget what would stop a replay.
+
+    That is the redelivery count of ``notification_id``, its own record (a
+    notification delivered to all but one subscriber counts as delivered),
+    and the record of the subscriber ``target_id`` that refused it.
 
     Raises
     ------
@@ -320,6 +328,9 @@ def forget_redeliveries(app: Any, settings: Settings, notification_id: str) -> N
     """
     try:
         app.backend.forget(redelivery_key(notification_id))
+        app.backend.forget(notification_id)
+        if target_id:
+            app.backend.forget(f"{notification_id}:{target_id}")
     # Each kind of store raises its own driver's errors (SQLAlchemy, redis,
     # psycopg2); none of them share a base class but Exception.
     except Exception as exc:

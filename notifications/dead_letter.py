@@ -61,6 +61,10 @@ class DeadLetter:
     #: The original body when it was not a notification: UTF-8 text, or
     #: ``base64:`` and the bytes base64-encoded.
     body: str | None = None
+    title: str | None = None
+    #: The subscriber that refused it (masked URL), when only one did.
+    target: str | None = None
+    target_id: str | None = None
 
     @property
     def replayable(self) -> bool:

@@ -22,6 +22,7 @@ class Notification:
     notification_id: str
     group: str
     text: str
+    title: str | None = None
 
 
 def check_group(settings: Settings, group: object) -> str:
@@ -66,3 +67,32 @@ def check_text(settings: Settings, text: object) -> str:
             f"{settings.max_text_bytes} are allowed (NOTIFICATIONS_MAX_TEXT_BYTES)."
         )
     return text
+
+
+#: Titles are one line in most services; keep them short.
+MAX_TITLE_BYTES = 1024
+
+
+def check_title(title: object) -> str | None:
+    """Return ``title`` if it is ``None`` or a short one-line ``str``.
+
+    Raises
+    ------
+    InvalidTextTypeError
+        If ``title`` is neither ``None`` nor a ``str``.
+    InvalidTextError
+        If it spans several lines or is longer than 1024 UTF-8 bytes.
+    """
+    if title is None:
+        return None
+    if not isinstance(title, str):
+        raise InvalidTextTypeError(
+            f"Notification title must be a str or None, not {type(title).__name__}."
+        )
+    if "\n" in title or "\r" in title:
+        raise InvalidTextError("Notification title must be a single line.")
+    if len(title.encode("utf-8", "surrogatepass")) > MAX_TITLE_BYTES:
+        raise InvalidTextError(
+            f"Notification title is longer than {MAX_TITLE_BYTES} bytes of UTF-8."
+        )
+    return title

@@ -187,6 +187,7 @@ class Settings:
     max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
     dedup_ttl_s: float = DEFAULT_DEDUP_TTL_S
     delivery: str | None = None
+    subscribers_file: Path | None = None
     ca_file: Path | None = None
 
     @property
@@ -353,7 +354,11 @@ def load_settings(
             "the PEM file holding the broker's CA certificate."
         )
 
+    subscribers_raw = env.get("NOTIFICATIONS_SUBSCRIBERS", "").strip()
+    subscribers_file = Path(subscribers_raw).expanduser() if subscribers_raw else None
+
     return Settings(
+        subscribers_file=subscribers_file,
         delivery=delivery,
         ca_file=ca_file,
         store_url=store_url,

@@ -36,10 +36,15 @@ from notifications import dead_letter
 from notifications.application import app
 from notifications.broker import broker_errors, ensure_connected, watch_returns
 from notifications.delivery import deliver, log_outcome
-from notifications.errors import NotificationsError, PermanentDeliveryError
-from notifications.message import Notification, check_group, check_text
+from notifications.errors import (
+    NotificationsError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from notifications.message import Notification, check_group, check_text, check_title
 from notifications.routing import SEND_NOTIFICATION
 from notifications.settings import UNROUTED, Settings, get_settings
+from notifications.subscribers import Subscribers, Target, classify
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +77,10 @@ class NotificationTask(Task):  # type: ignore[misc]
         **options: Any,
     ) -> AsyncResult:
         settings = get_settings()
-        group, text = self._bind(args, kwargs)
+        group, text, title = self._bind(args, kwargs)
         check_group(settings, group)
         check_text(settings, text)
+        check_title(title)
 
         if self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
@@ -121,14 +127,15 @@ class NotificationTask(Task):  # type: ignore[misc]
             )
         return super().__call__(*args, **kwargs)
 
-    def _bind(self, args: Any, kwargs: Any) -> tuple[object, object]:
+    def _bind(self, args: Any, kwargs: Any) -> tuple[object, object, object]:
         try:
             bound = inspect.signature(self.run).bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(
-                f"send_notification(group, text) called wrongly: {exc}."
+                f"send_notification(group, text, title=None) called wrongly: {exc}."
             ) from None
-        return bound.arguments["group"], bound.arguments["text"]
+        arguments = bound.arguments
+        return arguments["group"], arguments["text"], arguments.get("title")
 
 
 def check_received(
@@ -136,6 +143,7 @@ def check_received(
     group: object,
     text: object,
     consumed_queues: Collection[str] | None = None,
+    title: object = None,
 ) -> Notification:
     """Check a notification as the worker receives it.
 
@@ -152,6 +160,7 @@ def check_received(
     settings = get_settings()
     checked_group = check_group(settings, group)
     checked_text = check_text(settings, text)
+    checked_title = check_title(title)
     routing_key = (request.delivery_info or {}).get("routing_key")
     if routing_key and routing_key != checked_group:
         raise NotificationsError(
@@ -166,7 +175,7 @@ def check_received(
             f"It is for group {checked_group!r} but reached a worker that "
             f"consumes only {', '.join(sorted(consumed_queues))}."
         )
-    return Notification(str(request.id), checked_group, checked_text)
+    return Notification(str(request.id), checked_group, checked_text, checked_title)
 
 
 def consumed_queues(task: Task) -> Collection[str] | None:
@@ -228,11 +237,15 @@ def arrived_for(task: Task) -> str | None:
     reject_on_worker_lost=True,
     ignore_result=False,
 )
-def send_notification(self: NotificationTask, group: str, text: str) -> dict[str, str]:
-    """Deliver ``text`` to the subscribers of ``group``."""
+def send_notification(
+    self: NotificationTask, group: str, text: str, title: str | None = None
+) -> dict[str, str]:
+    """Deliver ``text`` (and ``title``, if any) to the subscribers of ``group``."""
     settings = get_settings()
     try:
-        notification = check_received(self.request, group, text, consumed_queues(self))
+        notification = check_received(
+            self.request, group, text, consumed_queues(self), title
+        )
     except (NotificationsError, TypeError, ValueError) as exc:
         return send_dead_letter(
             self,
@@ -260,8 +273,12 @@ def send_notification(self: NotificationTask, group: str, text: str) -> dict[str
             )
 
     attempts = self.request.retries + 1
+    targets = subscribers_of(settings, notification.group)
     try:
-        deliver(notification)
+        if targets:
+            deliver_to_targets(self, notification, targets, attempts)
+        else:
+            deliver(notification)
     except PermanentDeliveryError as exc:
         return send_dead_letter(
             self, _letter(notification, "delivery_refused", exc, attempts)
@@ -284,7 +301,11 @@ def send_notification(self: NotificationTask, group: str, text: str) -> dict[str
 
 
 def _letter(
-    notification: Notification, reason: str, error: object, attempts: int
+    notification: Notification,
+    reason: str,
+    error: object,
+    attempts: int,
+    target: Target | None = None,
 ) -> dead_letter.DeadLetter:
     return dead_letter.DeadLetter(
         reason=reason,
@@ -292,8 +313,72 @@ def _letter(
         group=notification.group,
         notification_id=notification.notification_id,
         text=notification.text,
+        title=notification.title,
         attempts=attempts,
+        target=target.masked_url if target else None,
+        target_id=target.target_id if target else None,
     )
+
+
+_subscribers: Subscribers | None = None
+
+
+def subscribers_of(settings: Settings, group: str) -> list[Target]:
+    """The Apprise targets of ``group``; none without a subscribers file.
+
+    A delivery named by ``NOTIFICATIONS_DELIVERY`` takes precedence.
+    """
+    global _subscribers
+    if settings.delivery is not None or settings.subscribers_file is None:
+        return []
+    if _subscribers is None:
+        _subscribers = Subscribers.load(settings.subscribers_file, settings.groups)
+    return _subscribers.for_group(group)
+
+
+def target_key(notification: Notification, target: Target) -> str:
+    return f"{notification.notification_id}:{target.target_id}"
+
+
+def deliver_to_targets(
+    task: Task, notification: Notification, targets: list[Target], attempts: int
+) -> None:
+    """Send to every target that does not have the notification yet.
+
+    Raises
+    ------
+    TransientDeliveryError
+        If a target failed transiently; the retry skips the targets that
+        already got the notification.
+    """
+    transient: list[str] = []
+    for target in targets:
+        key = target_key(notification, target)
+        meta = task.backend.get_task_meta(key)
+        if meta.get("status") == states.SUCCESS:
+            continue  # delivered, or dead-lettered, on an earlier attempt
+
+        delivered, report = target.send(notification)
+        if delivered:
+            task.backend.store_result(key, DELIVERED, states.SUCCESS)
+            log_outcome(f"delivered to {target.masked_url}", notification)
+            continue
+
+        error = f"{target.masked_url}: {report or 'failed'}"
+        if classify(report) is PermanentDeliveryError:
+            send_dead_letter(
+                task, _letter(notification, "delivery_refused", error, attempts, target)
+            )
+            task.backend.store_result(key, DEAD_LETTERED, states.SUCCESS)
+        else:
+            log_outcome(
+                f"failed for {target.masked_url} ({report or 'failed'})",
+                notification,
+                logging.WARNING,
+            )
+            transient.append(error)
+    if transient:
+        raise TransientDeliveryError("; ".join(transient))
 
 
 __all__ = ["NotificationTask", "log_outcome", "send_notification"]
