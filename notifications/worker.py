@@ -36,6 +36,7 @@ def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> N
     logger.info(
         "Worker for groups %s uses %s.", ", ".join(groups), settings.masked_broker_url
     )
+    check_subscribers(groups)
     if settings.embedded:
         return
 
@@ -50,5 +51,26 @@ def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> N
         if isinstance(exc, BrokerUnreachableError):
             logger.warning("%s Celery keeps retrying.", exc)
             return
+        logger.critical("%s", exc)
+        sys.exit(1)
+
+
+def check_subscribers(groups: tuple[str, ...]) -> None:
+    """Load the subscribers file now: a broken one stops the worker at once."""
+    from notifications.errors import ConfigurationError
+    from notifications.tasks import subscribers_of
+
+    settings = get_settings()
+    try:
+        for group in groups:
+            targets = subscribers_of(settings, group)
+            if settings.subscribers_file is not None and settings.delivery is None:
+                logger.info(
+                    "Group %r has %d subscriber(s)%s",
+                    group,
+                    len(targets),
+                    "." if targets else "; its notifications are only logged.",
+                )
+    except ConfigurationError as exc:
         logger.critical("%s", exc)
         sys.exit(1)
