@@ -29,6 +29,10 @@ class NotificationRouter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # One Queue object per group, built once: Kombu remembers what it
+        # declared on a connection by entity, and building entities on every
+        # send costs more than the routing itself.
+        self._queues = {group: group_queue(settings, group) for group in settings.groups}
 
     def route_for(self, group: object) -> Queue:
         """The queue a notification for ``group`` goes to.
@@ -38,7 +42,7 @@ class NotificationRouter:
         UnknownGroupError
             If ``group`` is not configured; no queue is ever made up for it.
         """
-        return group_queue(self.settings, check_group(self.settings, group))
+        return self._queues[check_group(self.settings, group)]
 
     def __call__(
         self,

@@ -167,7 +167,10 @@ class Settings:
         How long a delivered id is remembered, in seconds.
     delivery:
         ``module:attribute`` of the delivery workers use; ``None`` for the
-        default (a log line).
+        default: the group's subscribers, else a log line.
+    subscribers_file:
+        Apprise configuration file (YAML or TEXT) listing each group's
+        subscribers by tag; ``None`` when every notification is only logged.
     ca_file:
         PEM file of the CA that signed the broker's TLS certificate, for
         ``amqps://`` to a broker with a private CA; ``None`` for the

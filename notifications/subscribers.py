@@ -97,8 +97,7 @@ class Subscribers:
             loaded = list(everyone)
         problems = [line for line in captured.getvalue().splitlines() if line.strip()]
         if problems:
-            # Apprise masks the secrets of the URLs it quotes.
-            detail = problems[0].split(" - ", 2)[-1]
+            detail = _mask_secrets(problems[0].split(" - ", 2)[-1])
             raise ConfigurationError(
                 f"Subscribers file {str(path)!r} has an entry Apprise cannot use "
                 f"({detail}); fix or remove it."
@@ -111,9 +110,17 @@ class Subscribers:
                 masked_url=service.url(privacy=True),
                 service=service,
             )
-            for tag in service.tags:
-                if str(tag) in targets:
-                    targets[str(tag)].append(target)
+            tags = sorted(str(tag) for tag in service.tags)
+            unknown = [tag for tag in tags if tag not in targets]
+            if not tags or unknown:
+                # An untagged or mistagged subscriber would never be notified.
+                what = f"tag {unknown[0]!r}" if unknown else "no tag"
+                raise ConfigurationError(
+                    f"Subscriber {target.masked_url} in {str(path)!r} has {what}: "
+                    f"tag it with one or more of {', '.join(targets)}."
+                )
+            for tag in tags:
+                targets[tag].append(target)
         return cls(targets)
 
     def for_group(self, group: str) -> list[Target]:
@@ -122,6 +129,14 @@ class Subscribers:
     @property
     def groups(self) -> dict[str, list[Target]]:
         return {group: list(targets) for group, targets in self._targets.items()}
+
+
+_PASSWORD_IN_URL_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def _mask_secrets(text: str) -> str:
+    """Hide passwords in URLs quoted by Apprise, which keeps two letters of them."""
+    return _PASSWORD_IN_URL_RE.sub(r"\1**@", text)
 
 
 def _target_id(service: Any) -> str:

@@ -276,7 +276,10 @@ def send_notification(
     targets = subscribers_of(settings, notification.group)
     try:
         if targets:
-            deliver_to_targets(self, notification, targets, attempts)
+            delivered = deliver_to_targets(self, notification, targets, attempts)
+            if not delivered:
+                # Every subscriber refused it; each has its dead letter.
+                return DEAD_LETTERED
         else:
             deliver(notification)
     except PermanentDeliveryError as exc:
@@ -342,8 +345,11 @@ def target_key(notification: Notification, target: Target) -> str:
 
 def deliver_to_targets(
     task: Task, notification: Notification, targets: list[Target], attempts: int
-) -> None:
+) -> int:
     """Send to every target that does not have the notification yet.
+
+    Returns the number of targets that have it, now or from an earlier
+    attempt.
 
     Raises
     ------
@@ -352,16 +358,20 @@ def deliver_to_targets(
         already got the notification.
     """
     transient: list[str] = []
+    have_it = 0
     for target in targets:
         key = target_key(notification, target)
         meta = task.backend.get_task_meta(key)
         if meta.get("status") == states.SUCCESS:
-            continue  # delivered, or dead-lettered, on an earlier attempt
+            # Delivered, or dead-lettered, on an earlier attempt.
+            have_it += meta.get("result") == DELIVERED
+            continue
 
         delivered, report = target.send(notification)
         if delivered:
             task.backend.store_result(key, DELIVERED, states.SUCCESS)
             log_outcome(f"delivered to {target.masked_url}", notification)
+            have_it += 1
             continue
 
         error = f"{target.masked_url}: {report or 'failed'}"
@@ -379,6 +389,7 @@ def deliver_to_targets(
             transient.append(error)
     if transient:
         raise TransientDeliveryError("; ".join(transient))
+    return have_it
 
 
 __all__ = ["NotificationTask", "log_outcome", "send_notification"]

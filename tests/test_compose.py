@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,34 @@ def substitution_default(value: str) -> str | None:
     return match["default"] if match else None
 
 
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    read_only: bool
+
+
+# ``source:target[:mode]``; a ``${VAR:-default}`` source has colons of its own.
+SHORT_VOLUME_RE = re.compile(
+    rf"^(?P<source>{SUBSTITUTION}|[^:]+):(?P<target>[^:]+)(?::(?P<mode>[^:]+))?$"
+)
+
+
+def mounts(service: Service) -> dict[str, Mount]:
+    """The service's volumes by their path in the container, in either syntax."""
+    found: dict[str, Mount] = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found[volume["target"]] = Mount(
+                str(volume.get("source", "")), bool(volume.get("read_only", False))
+            )
+            continue
+        match = SHORT_VOLUME_RE.match(str(volume))
+        if match:
+            modes = (match["mode"] or "").split(",")
+            found[match["target"]] = Mount(match["source"], "ro" in modes)
+    return found
+
+
 # -- Fixtures -----------------------------------------------------------------
 
 
@@ -255,6 +284,41 @@ def test_queues_are_found_inside_an_sh_c_wrapper() -> None:
     assert runs_celery(service, "worker")
     assert consumed_queues(service) == {"hr_queue"}
     assert node_group(service) == "hr"
+
+
+def test_every_worker_reads_its_subscribers_from_a_file_mounted_read_only(
+    workers: dict[str, Service],
+) -> None:
+    for name, service in workers.items():
+        path = environment(service).get("NOTIFICATIONS_SUBSCRIBERS")
+        assert path, f"{name} has no NOTIFICATIONS_SUBSCRIBERS."
+
+        mount = mounts(service).get(path)
+
+        assert mount is not None, f"{name} does not mount {path}."
+        assert mount.read_only, f"{name} mounts {path} writable."
+        # Docker mounts a host path that does not exist as an empty folder,
+        # on which the worker refuses to start: the default must exist.
+        default = substitution_default(mount.source) or mount.source
+        assert (COMPOSE_FILE.parent / default).is_file(), f"{name}: {default}"
+
+
+@pytest.mark.parametrize(
+    ("volume", "expected"),
+    [
+        pytest.param("./s.yml:/etc/s.yml:ro", Mount("./s.yml", True), id="short-ro"),
+        pytest.param(
+            "${S:-./s.yml}:/etc/s.yml", Mount("${S:-./s.yml}", False), id="short-rw"
+        ),
+        pytest.param(
+            {"type": "bind", "source": "./s.yml", "target": "/etc/s.yml"},
+            Mount("./s.yml", False),
+            id="long-rw",
+        ),
+    ],
+)
+def test_mounts_are_read_in_either_syntax(volume: Any, expected: Mount) -> None:
+    assert mounts({"volumes": [volume]}) == {"/etc/s.yml": expected}
 
 
 # -- Broker -------------------------------------------------------------------

@@ -58,7 +58,11 @@ def test_the_password_appears_in_no_output(secret_user, rabbitmq, data_dir, tmp_
     printed.append(worker.output)
     assert "secret@" in worker.output  # the banner was captured
 
-    for args in (("topology",), ("demo", "--timeout", "60")):
+    for args in (
+        ("topology",),
+        ("demo", "--timeout", "60"),
+        ("dead-letters", "list", "hr"),
+    ):
         result = run_cli(*args, env=env, cwd=tmp_path, timeout_s=120)
         assert result.returncode == 0, result.stdout + result.stderr
         printed += [result.stdout, result.stderr]
