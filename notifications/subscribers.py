@@ -139,6 +139,20 @@ def _mask_secrets(text: str) -> str:
     return _PASSWORD_IN_URL_RE.sub(r"\1**@", text)
 
 
+class _MaskSecrets(logging.Filter):
+    """Mask the passwords Apprise half-masks in its own log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+logging.getLogger("apprise").addFilter(_MaskSecrets())
+
+
 def _target_id(service: Any) -> str:
     import hashlib
 
