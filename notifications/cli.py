@@ -43,13 +43,14 @@ def main() -> None:
 @main.command()
 @click.argument("group")
 @click.argument("text")
-def send(group: str, text: str) -> None:
+@click.option("--title", help="Optional title, for services that show one.")
+def send(group: str, text: str, title: str | None) -> None:
     """Send TEXT to GROUP and print the notification id."""
     settings_or_fail()
     from notifications import send_notification
 
     try:
-        result = send_notification.delay(group, text)
+        result = send_notification.delay(group, text, title=title)
     except (NotificationsError, TypeError, ValueError) as exc:
         fail(exc)
     click.echo(result.id)

@@ -136,3 +136,11 @@ def test_the_demo_refuses_to_run_without_the_tutorials_groups(data_dir, tmp_path
     result = run_cli("demo", env=env, cwd=tmp_path)
 
     assert_one_line_error(result, "NOTIFICATION_GROUPS lacks support, marketing")
+
+
+def test_send_refuses_a_title_on_several_lines(embedded_env, tmp_path):
+    result = run_cli(
+        "send", "hr", "x", "--title", "two\nlines", env=embedded_env, cwd=tmp_path
+    )
+
+    assert_one_line_error(result, "title must be a single line")
