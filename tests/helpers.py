@@ -66,6 +66,33 @@ def run_cli(
     )
 
 
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], *needles: str
+) -> None:
+    """The command failed with one ``Error: ...`` line naming every needle."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def run_python(
+    code: str, env: Mapping[str, str], cwd: Path, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter; the timeout bounds any hang."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
 @dataclass(frozen=True)
 class Received:
     notification_id: str

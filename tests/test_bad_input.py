@@ -7,8 +7,6 @@ producer might send are published with Kombu or pika, as that producer would.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,14 @@ from kombu import Connection, Exchange, Producer
 from notifications import UnroutableError, send_notification
 from notifications.dead_letter import DeadLetter
 from notifications.settings import load_settings
-from tests.helpers import Broker, WorkerProcess, child_env, rabbitmqctl, worker_command
+from tests.helpers import (
+    Broker,
+    WorkerProcess,
+    child_env,
+    rabbitmqctl,
+    run_python,
+    worker_command,
+)
 from tests.sinks import delivered_ids, read_sink
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
@@ -302,10 +307,7 @@ def test_a_sender_blocked_by_a_memory_alarm_gets_an_error_in_bounded_time(
             "    print('raised:', exc)\n"
         )
         # The subprocess timeout is the bound: a hang fails the test.
-        result = subprocess.run(
-            [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
-            text=True, timeout=60,
-        )  # fmt: skip
+        result = run_python(code, env, tmp_path, timeout_s=60)
     finally:
         rabbitmqctl("set_vm_memory_high_watermark", watermark or "0.4")
 

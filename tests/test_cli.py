@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import child_env, run_cli
+from tests.helpers import assert_one_line_error, child_env, run_cli, run_python
 
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
 
@@ -12,16 +12,6 @@ UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
 @pytest.fixture
 def embedded_env(data_dir):
     return child_env(data_dir, None)
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_send_prints_the_notification_id(embedded_env, tmp_path, data_dir):
@@ -76,8 +66,6 @@ def test_send_to_an_unreachable_broker_fails_in_bounded_time_naming_the_url(
 
 
 def test_delay_to_an_unreachable_broker_raises_broker_unreachable(data_dir, tmp_path):
-    import subprocess
-    import sys
 
     env = child_env(data_dir, UNREACHABLE, NOTIFICATIONS_PUBLISH_TIMEOUT_S="1")
     code = (
@@ -88,10 +76,7 @@ def test_delay_to_an_unreachable_broker_raises_broker_unreachable(data_dir, tmp_
         "    print('raised:', exc)\n"
     )
 
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
-        text=True, timeout=30,
-    )  # fmt: skip
+    result = run_python(code, env, tmp_path, timeout_s=30)
 
     assert result.stdout.startswith("raised: Cannot reach the broker"), result.stderr
 

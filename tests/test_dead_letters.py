@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Broker, WorkerProcess, child_env, run_cli, worker_command
+from tests.helpers import (
+    Broker,
+    WorkerProcess,
+    assert_one_line_error,
+    child_env,
+    run_cli,
+    worker_command,
+)
 
 UNREACHABLE = "amqp://guest:guest@127.0.0.1:1//"
 DEAD_LETTER_QUEUES = ("hr_dead_letter", "unrouted_dead_letter")
@@ -84,16 +91,6 @@ def embedded_pipeline(tmp_path, data_dir) -> Pipeline:
 def pipeline(request) -> Pipeline:
     fixture: Pipeline = request.getfixturevalue(f"{request.param}_pipeline")
     return fixture
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def wait_until_dead_lettered(worker: WorkerProcess, notification_id: str) -> None:

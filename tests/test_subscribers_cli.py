@@ -18,7 +18,7 @@ import pytest
 
 from notifications.settings import DEFAULT_GROUPS
 from notifications.subscribers import Subscribers
-from tests.helpers import REPO, child_env, run_cli
+from tests.helpers import REPO, assert_one_line_error, child_env, run_cli
 
 EXAMPLE = REPO / "subscribers.example.yml"
 PASSWORD = "Sekr3t-abc"
@@ -89,16 +89,6 @@ def write_subscribers(folder: Path, entries: dict[str, str]) -> Path:
 
 def env_with(data_dir: Path, subscribers: Path) -> dict[str, str]:
     return child_env(data_dir, None, NOTIFICATIONS_SUBSCRIBERS=str(subscribers))
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 # -- The example file ---------------------------------------------------------
