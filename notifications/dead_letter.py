@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 REASONS = {
     "retries_exhausted": "the delivery kept failing",
     "delivery_refused": "the delivery failed permanently",
+    "bad_subscriber": "the subscriber's URL cannot be used (fix the subscribers file)",
     "worker_lost": "the notification came back too often after its worker died",
     "invalid_notification": "not a valid notification",
     "undecodable": "the body could not be decoded",
@@ -39,7 +40,12 @@ REASONS = {
 
 
 #: Failures of delivery, not of the message: a replay after a fix may succeed.
-REPLAYABLE_REASONS = {"retries_exhausted", "delivery_refused", "worker_lost"}
+REPLAYABLE_REASONS = {
+    "retries_exhausted",
+    "delivery_refused",
+    "worker_lost",
+    "bad_subscriber",
+}
 
 
 def _now() -> str:

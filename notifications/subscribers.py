@@ -10,6 +10,10 @@ one target failed never sends again to the targets that already got it.
 Failures are sorted by what Apprise reports for the target: a connection
 error, a timeout, HTTP 5xx or 429 is transient and retried with backoff;
 any other HTTP 4xx is permanent and the target is dead-lettered at once.
+An entry Apprise cannot use at all (a malformed URL, an unknown service)
+is kept as a broken target of its groups: the worker warns about it at
+start-up, and each notification for it is dead-lettered with the reason,
+so nobody's notification vanishes without a trace.
 """
 
 from __future__ import annotations
@@ -36,14 +40,21 @@ _TRANSIENT_WORDS = ("connection error", "timed out", "timeout", "temporarily")
 
 @dataclass(frozen=True)
 class Target:
-    """One subscriber URL; ``target_id`` is stable, ``masked_url`` shows no secret."""
+    """One subscriber URL; ``target_id`` is stable, ``masked_url`` shows no secret.
+
+    ``broken`` holds why Apprise cannot use the URL; such a target is never
+    sent to, and its notifications are dead-lettered.
+    """
 
     target_id: str
     masked_url: str
     service: Any
+    broken: str | None = None
 
     def send(self, notification: Notification) -> tuple[bool, str]:
         """Send ``notification``; return (delivered, what Apprise reported)."""
+        if self.broken is not None:
+            return False, self.broken
         import apprise
 
         one = apprise.Apprise()
@@ -95,31 +106,48 @@ class Subscribers:
             everyone = apprise.Apprise()
             everyone.add(config)
             loaded = list(everyone)
-        problems = [line for line in captured.getvalue().splitlines() if line.strip()]
-        if problems:
-            detail = _mask_secrets(problems[0].split(" - ", 2)[-1])
-            raise ConfigurationError(
-                f"Subscribers file {str(path)!r} has an entry Apprise cannot use "
-                f"({detail}); fix or remove it."
-            )
+        problems = [
+            _mask_secrets(line.split(" - ", 2)[-1])
+            for line in captured.getvalue().splitlines()
+            if line.strip()
+        ]
 
         targets: dict[str, list[Target]] = {group: [] for group in groups}
-        for service in loaded:
-            target = Target(
-                target_id=_target_id(service),
-                masked_url=service.url(privacy=True),
-                service=service,
+        usable = {service.url(privacy=False) for service in loaded}
+        entries = [
+            Target(_target_id(service), service.url(privacy=True), service)
+            for service in loaded
+        ]
+        tags_of = {
+            t.target_id: sorted(str(tag) for tag in t.service.tags) for t in entries
+        }
+        for url, tags in _raw_entries(path):
+            if _is_loaded(url, usable):
+                continue
+            reason = next(
+                (p for p in problems if _scheme(url) in p),
+                problems[0] if problems else "Apprise cannot load it",
             )
-            tags = sorted(str(tag) for tag in service.tags)
-            unknown = [tag for tag in tags if tag not in targets]
-            if not tags or unknown:
+            broken = Target(
+                target_id=_hash(url),
+                masked_url=_mask_secrets(url),
+                service=None,
+                broken=f"Apprise cannot use this subscriber URL ({reason}).",
+            )
+            entries.append(broken)
+            tags_of[broken.target_id] = sorted(tags)
+
+        for target in entries:
+            target_tags = tags_of[target.target_id]
+            unknown = [tag for tag in target_tags if tag not in targets]
+            if not target_tags or unknown:
                 # An untagged or mistagged subscriber would never be notified.
                 what = f"tag {unknown[0]!r}" if unknown else "no tag"
                 raise ConfigurationError(
                     f"Subscriber {target.masked_url} in {str(path)!r} has {what}: "
                     f"tag it with one or more of {', '.join(targets)}."
                 )
-            for tag in tags:
+            for tag in target_tags:
                 targets[tag].append(target)
         return cls(targets)
 
@@ -129,6 +157,16 @@ class Subscribers:
     @property
     def groups(self) -> dict[str, list[Target]]:
         return {group: list(targets) for group, targets in self._targets.items()}
+
+    @property
+    def broken(self) -> list[Target]:
+        """Targets Apprise cannot use, once each."""
+        seen: dict[str, Target] = {}
+        for targets in self._targets.values():
+            for target in targets:
+                if target.broken is not None:
+                    seen.setdefault(target.target_id, target)
+        return list(seen.values())
 
 
 _PASSWORD_IN_URL_RE = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
@@ -153,9 +191,82 @@ class _MaskSecrets(logging.Filter):
 logging.getLogger("apprise").addFilter(_MaskSecrets())
 
 
-def _target_id(service: Any) -> str:
+def _hash(url: str) -> str:
     import hashlib
 
     # The full URL (secrets included) identifies the target; only a hash of
     # it is ever stored or shown.
-    return hashlib.sha256(service.url(privacy=False).encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+def _target_id(service: Any) -> str:
+    return _hash(service.url(privacy=False))
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] + "://" if "://" in url else url
+
+
+def _is_loaded(url: str, usable: set[str]) -> bool:
+    """Whether Apprise loaded ``url`` (it rewrites URLs, so compare its form)."""
+    import apprise
+
+    with apprise.LogCapture(level=logging.CRITICAL):
+        service = apprise.Apprise.instantiate(url)
+    return service is not None and service.url(privacy=False) in usable
+
+
+def _raw_entries(path: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(url, tags) of every entry as written, for the ones Apprise rejects.
+
+    Apprise drops an entry it cannot parse, tags and all; reading the file
+    again finds the groups such an entry was meant for.
+    """
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in {".yml", ".yaml"} or re.match(
+        r"\s*(version|urls)\s*:", text
+    ):
+        return _raw_yaml_entries(text)
+    entries = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        head, sep, rest = line.partition("=")
+        # "tags=url", or a bare URL (whose query may hold "=" too).
+        tags, url = (head, rest) if sep and "://" not in head else ("", line)
+        entries.append((url.strip(), _split_tags(tags)))
+    return entries
+
+
+def _raw_yaml_entries(text: str) -> list[tuple[str, tuple[str, ...]]]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return []
+    if not isinstance(data, dict):
+        return []
+    common = _split_tags(data.get("tag") or data.get("tags"))
+    entries = []
+    for item in data.get("urls") or []:
+        if isinstance(item, str):
+            entries.append((item, common))
+        elif isinstance(item, dict):
+            for url, options in item.items():
+                listed = options if isinstance(options, list) else [options]
+                tags = set(common)
+                for option in listed:
+                    if isinstance(option, dict):
+                        tags |= set(_split_tags(option.get("tag") or option.get("tags")))
+                entries.append((str(url), tuple(sorted(tags))))
+    return entries
+
+
+def _split_tags(raw: object) -> tuple[str, ...]:
+    if isinstance(raw, (list, tuple)):
+        raw = ",".join(str(r) for r in raw)
+    if not raw:
+        return ()
+    return tuple(t.lower() for t in re.split(r"[\s,]+", str(raw)) if t)

@@ -331,12 +331,18 @@ def subscribers_of(settings: Settings, group: str) -> list[Target]:
 
     A delivery named by ``NOTIFICATIONS_DELIVERY`` takes precedence.
     """
+    subscribers = loaded_subscribers(settings)
+    return subscribers.for_group(group) if subscribers else []
+
+
+def loaded_subscribers(settings: Settings) -> Subscribers | None:
+    """The subscribers of this process, loaded once; ``None`` when not used."""
     global _subscribers
     if settings.delivery is not None or settings.subscribers_file is None:
-        return []
+        return None
     if _subscribers is None:
         _subscribers = Subscribers.load(settings.subscribers_file, settings.groups)
-    return _subscribers.for_group(group)
+    return _subscribers
 
 
 def target_key(notification: Notification, target: Target) -> str:
@@ -375,10 +381,9 @@ def deliver_to_targets(
             continue
 
         error = f"{target.masked_url}: {report or 'failed'}"
-        if classify(report) is PermanentDeliveryError:
-            send_dead_letter(
-                task, _letter(notification, "delivery_refused", error, attempts, target)
-            )
+        if target.broken is not None or classify(report) is PermanentDeliveryError:
+            reason = "bad_subscriber" if target.broken else "delivery_refused"
+            send_dead_letter(task, _letter(notification, reason, error, attempts, target))
             task.backend.store_result(key, DEAD_LETTERED, states.SUCCESS)
         else:
             log_outcome(

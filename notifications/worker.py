@@ -74,3 +74,14 @@ def check_subscribers(groups: tuple[str, ...]) -> None:
     except ConfigurationError as exc:
         logger.critical("%s", exc)
         sys.exit(1)
+    from notifications.tasks import loaded_subscribers
+
+    subscribers = loaded_subscribers(settings)
+    if subscribers is not None:
+        for target in subscribers.broken:
+            logger.error(
+                "Subscriber %s cannot be used and its notifications will be "
+                "dead-lettered: %s",
+                target.masked_url,
+                target.broken,
+            )

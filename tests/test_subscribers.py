@@ -342,26 +342,32 @@ def test_a_json_subscriber_gets_the_notification_once_on_the_embedded_broker(
     assert request.json()["message"] == "New message in HR"
 
 
-def test_an_unknown_scheme_stops_the_worker_with_one_line_naming_the_entry(
+def test_an_unusable_subscriber_is_reported_at_start_and_dead_lettered_per_notification(
     data_dir, tmp_path, start_worker, webhook
 ):
-    # Given a subscribers file with a service Apprise does not know...
+    # Given hr's subscribers include a service Apprise does not know...
+    broken = "nosuchservice://ops:Hidden-pw-42@example.com/alerts"
     subscribers = write_yaml_subscribers(
-        tmp_path,
-        {webhook.url("/ok"): "hr", "nosuchservice://example.com/alerts": "hr"},
+        tmp_path, {webhook.url("/ok"): "hr", broken: "hr"}
     )
     env = child_env(data_dir, None, NOTIFICATIONS_SUBSCRIBERS=str(subscribers))
 
-    # ...when a worker starts...
+    # ...the worker starts and says, at start-up, which subscriber is unusable...
     worker = start_worker(env, "hr_queue")
-    code = worker.stop_when_exited(timeout_s=60)
+    worker.wait_ready()
+    [warning] = [line for line in worker.lines if "cannot be used" in line]
+    assert "nosuchservice://ops:**@example.com/alerts" in warning
 
-    # ...then it stops before consuming, with one critical line naming the entry.
-    assert code != 0, worker.output[-4000:]
-    assert " ready." not in worker.output
-    assert "Traceback" not in worker.output
-    # Apprise's own lines about the entry come first; only ours is critical.
-    [critical] = [line for line in worker.lines if "CRITICAL" in line]
-    assert f"Subscribers file '{subscribers}' has an entry" in critical
-    assert "nosuchservice://example.com/alerts" in critical
-    assert critical.endswith("fix or remove it.")
+    # ...and a notification reaches the working target once, while the
+    # broken one is dead-lettered with the reason.
+    sent = run_cli("send", "hr", "New message in HR", env=env, cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    notification_id = sent.stdout.strip()
+    wait_done(worker, notification_id)
+    assert len(webhook.requests("/ok")) == 1
+
+    listed = run_cli("dead-letters", "list", "hr", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert notification_id in listed.stdout
+    assert "bad_subscriber" in listed.stdout
+    assert "Hidden-pw-42" not in listed.stdout + worker.output

@@ -190,15 +190,24 @@ def test_list_without_a_subscribers_file_says_how_to_set_one(data_dir, tmp_path)
     assert "subscribers.example.yml" in result.stdout
 
 
-def test_a_broken_subscribers_file_is_a_one_line_error_without_its_password(
-    data_dir, tmp_path
-):
+def test_list_marks_an_unusable_subscriber_without_its_password(data_dir, tmp_path):
     path = write_subscribers(tmp_path, {f"nosuchservice://user:{PASSWORD}@host/x": "hr"})
 
     result = run_cli("subscribers", "list", env=env_with(data_dir, path), cwd=tmp_path)
 
-    assert_one_line_error(result, "has an entry Apprise cannot use", "subscribers.yml")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "nosuchservice://user:**@host/x  (unusable: Apprise cannot use" in result.stdout
+    )
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_subscriber_with_a_tag_that_is_no_group_is_a_one_line_error(data_dir, tmp_path):
+    path = write_subscribers(tmp_path, {"json://hooks.example.com/x": "sales"})
+
+    result = run_cli("subscribers", "list", env=env_with(data_dir, path), cwd=tmp_path)
+
+    assert_one_line_error(result, "has tag 'sales'", "hr, marketing, support")
 
 
 def test_a_subscribers_path_that_is_no_file_is_a_one_line_error(data_dir, tmp_path):

@@ -50,14 +50,34 @@ def test_a_subscriber_tagged_with_an_unknown_group_is_refused(tmp_path):
         load(tmp_path, "sales=json://hooks.example.com/typo\n")
 
 
-def test_an_unknown_scheme_is_refused_without_showing_the_password(tmp_path):
-    with pytest.raises(ConfigurationError) as caught:
-        load(tmp_path, "hr=nosuch://user:Secretpw99@host/x\n")
+def test_an_unusable_entry_becomes_a_broken_target_of_its_groups(tmp_path):
+    subscribers = load(
+        tmp_path,
+        "hr=json://hooks.example.com/hr\nhr,support=nosuch://user:Secretpw99@host/x\n",
+    )
 
-    message = str(caught.value)
-    assert "Unparseable URL" in message
-    assert "Secretpw99" not in message
-    assert "S...9" not in message
+    [broken] = subscribers.broken
+    assert [t.target_id for t in subscribers.for_group("support")] == [broken.target_id]
+    assert broken in subscribers.for_group("hr")
+    assert broken.masked_url == "nosuch://user:**@host/x"
+    assert broken.broken is not None
+    assert "Unparseable URL" in broken.broken
+    assert "Secretpw99" not in broken.broken
+    assert "S...9" not in broken.broken
+
+
+def test_an_unusable_yaml_entry_keeps_its_tags(tmp_path):
+    subscribers = load(
+        tmp_path,
+        "version: 1\nurls:\n  - json://hooks.example.com/ok:\n      tag: hr\n"
+        "  - nosuch://example.com/x:\n      tag: marketing, support\n",
+        name="subscribers.yml",
+    )
+
+    [broken] = subscribers.broken
+    assert subscribers.for_group("marketing") == [broken]
+    assert subscribers.for_group("support") == [broken]
+    assert broken not in subscribers.for_group("hr")
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path):

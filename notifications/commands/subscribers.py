@@ -75,7 +75,8 @@ def list_subscribers(group: str | None) -> None:
             continue
         click.echo(f"{name}:")
         for target in targets:
-            click.echo(f"  {target.masked_url}")
+            unusable = f"  (unusable: {target.broken})" if target.broken else ""
+            click.echo(f"  {target.masked_url}{unusable}")
 
 
 @subscribers.command("test")
