@@ -10,6 +10,7 @@ Workers: ``celery -A notifications worker -Q hr_queue`` (one per group).
 
 from notifications import worker as _worker  # noqa: F401  (connects start-up checks)
 from notifications.application import app
+from notifications.bulk import send_many
 from notifications.errors import (
     BrokerAccessError,
     BrokerError,
@@ -44,5 +45,6 @@ __all__ = [
     "UnknownGroupError",
     "UnroutableError",
     "app",
+    "send_many",
     "send_notification",
 ]

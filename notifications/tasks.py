@@ -128,8 +128,12 @@ class NotificationTask(Task):  # type: ignore[misc]
         return super().__call__(*args, **kwargs)
 
     def _bind(self, args: Any, kwargs: Any) -> tuple[object, object, object]:
+        signature = self.__dict__.get("_signature")
+        if signature is None:
+            # Computed once: inspect.signature costs more than the checks.
+            signature = self.__dict__["_signature"] = inspect.signature(self.run)
         try:
-            bound = inspect.signature(self.run).bind(*(args or ()), **(kwargs or {}))
+            bound = signature.bind(*(args or ()), **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(
                 f"send_notification(group, text, title=None) called wrongly: {exc}."

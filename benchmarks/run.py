@@ -1,0 +1,983 @@
+"""Throughput, latency and memory of this project next to plain clients, in one run.
+
+    python benchmarks/run.py [--count N] [--out DIR] [--smoke]
+    python benchmarks/run.py --profile N      # where the time of .delay() goes
+
+Every measurement runs in a vhost of its own on the local RabbitMQ
+(created and deleted with rabbitmqctl), on durable queues with persistent
+short messages. Each figure is printed with its ratio to baselines measured
+in the same run, on the same machine, minutes apart: figures from another
+run or another machine are not comparable.
+
+The project's own code (``.delay()``, ``send_many``, the worker) always
+runs in a child process whose environment points at the measurement's
+vhost and a fresh data folder, so it reads its settings as a user's
+process would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# Run as a script, this folder (not the repository) is on sys.path.
+sys.path.insert(0, str(REPO))
+
+from benchmarks import sink  # noqa: E402
+
+HOST = "127.0.0.1"
+AMQP_PORT = 5672
+#: The queue of the plain clients' measurements.
+QUEUE = "bench_queue"
+#: As in benchmarks/dramatiq_actors.py, which the dramatiq workers load.
+DRAMATIQ_ACTOR = "record"
+DRAMATIQ_QUEUE = "bench"
+#: How long the HTTP endpoint takes to answer each delivery.
+HTTP_DELAY_S = 0.05
+#: Highest rate of the latency measurement: well below what one sender
+#: and two pool processes handle, so it measures waiting, not queueing.
+LATENCY_RATE_PER_S = 100.0
+POLL_S = 0.01
+
+
+# -- The broker ---------------------------------------------------------------
+
+
+def rabbitmqctl(*args: str, timeout_s: float = 60) -> str:
+    executable = shutil.which("rabbitmqctl")
+    if executable is None:
+        raise SystemExit("rabbitmqctl is not on PATH: it creates the benchmark's vhosts.")
+    result = subprocess.run(
+        [executable, "-q", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=True,
+    )
+    return result.stdout
+
+
+@contextlib.contextmanager
+def fresh_vhost(label: str) -> Iterator[str]:
+    """A new vhost for one measurement, deleted afterwards; yields its URL."""
+    vhost = f"notifications-bench-{label}-{uuid.uuid4().hex[:6]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{HOST}:{AMQP_PORT}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+class QueueWatch:
+    """Reads a queue's depth and consumer count with passive declares."""
+
+    def __init__(self, url: str) -> None:
+        import pika
+
+        self._pika = pika
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+
+    def look(self, queue: str) -> tuple[int, int] | None:
+        """(ready messages, consumers), or None while the queue does not exist."""
+        try:
+            ok = self.channel.queue_declare(queue, passive=True).method
+        except self._pika.exceptions.ChannelClosedByBroker:
+            # A missing queue closes the channel (404): open another.
+            self.channel = self.connection.channel()
+            return None
+        return ok.message_count, ok.consumer_count
+
+    def wait(
+        self, queue: str, ready: Callable[[int, int], bool], timeout_s: float, what: str
+    ) -> float:
+        """Poll until ``ready(messages, consumers)``; return the wall-clock time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seen = self.look(queue)
+            if seen is not None and ready(*seen):
+                return time.time()
+            time.sleep(POLL_S)
+        raise TimeoutError(f"no {what} on {queue} within {timeout_s:g} s")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.connection.close()
+
+
+@contextlib.contextmanager
+def watching(url: str) -> Iterator[QueueWatch]:
+    watch = QueueWatch(url)
+    try:
+        yield watch
+    finally:
+        watch.close()
+
+
+def expect_depth(url: str, queue: str, expected: int) -> None:
+    """Refuse a publish figure whose messages did not all reach the queue."""
+    with watching(url) as watch:
+        seen = watch.look(queue)
+    if seen is None or seen[0] != expected:
+        raise RuntimeError(f"{queue} holds {seen} messages, expected {expected}")
+
+
+# -- Processes ----------------------------------------------------------------
+
+
+def child_env(url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a project process: this vhost, its own data folder."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CELERY_", "NOTIFICATION", "BENCH_"))
+        and k != "CLOUDAMQP_URL"
+    }
+    env["CELERY_BROKER_URL"] = url
+    env["NOTIFICATIONS_DATA_DIR"] = str(data_dir)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Background:
+    """A process started in its own session, stopped with everything it forked."""
+
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Background:
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{self.command[:6]} exited early:\n{tail}")
+
+    def stop(self, timeout_s: float = 30) -> None:
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+        # Pool processes outlive a main process that did not wait for them.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[Background]:
+    background = Background(command, env, log).start()
+    try:
+        yield background
+    finally:
+        background.stop()
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants, summed.
+
+    Pages a forked child still shares with its parent count once per
+    process, so this overstates a prefork pool; dramatiq's processes are
+    forked too and overstated the same way.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name is in parentheses and may hold spaces.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(children.get(current, []))
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def run_child(mode: str, env: dict[str, str], *args: str, timeout_s: float) -> Any:
+    """Run this script in ``mode`` in a child process; return its JSON answer."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", mode, *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"child {mode} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def celery_worker(concurrency: int) -> list[str]:
+    # The command the README gives, at its defaults: prefork pool, WARNING log.
+    return [
+        sys.executable, "-m", "celery", "-A", "notifications", "worker",
+        "-Q", "hr_queue", "-c", str(concurrency),
+        "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+    ]  # fmt: skip
+
+
+def dramatiq_worker(processes: int, threads: int = 8) -> list[str]:
+    return [
+        sys.executable, "-m", "dramatiq", "benchmarks.dramatiq_actors",
+        "--processes", str(processes), "--threads", str(threads),
+    ]  # fmt: skip
+
+
+# -- Results ------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    section: str
+    name: str
+    value: float
+    unit: str
+    #: Baseline name -> the figure it is compared with.
+    versus: dict[str, Figure] = field(default_factory=dict)
+    note: str = ""
+    #: This project's figure (drawn in the chart), not a baseline's.
+    ours: bool = False
+
+    def ratio(self, baseline: Figure) -> float:
+        return self.value / baseline.value if baseline.value else float("nan")
+
+
+@dataclass
+class Results:
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        print(f"  {figure.name}: {format_value(figure)}", flush=True)
+        return figure
+
+
+def format_value(figure: Figure) -> str:
+    digits = 0 if figure.value >= 100 else 1 if figure.value >= 10 else 2
+    return f"{figure.value:,.{digits}f} {figure.unit}"
+
+
+def table(results: Results) -> str:
+    baselines: list[str] = []
+    for figure in results.figures:
+        for name in figure.versus:
+            if name not in baselines:
+                baselines.append(name)
+    header = ["section", "measurement", "value", *[f"÷ {b}" for b in baselines]]
+    rows = [header, ["---"] * len(header)]
+    for figure in results.figures:
+        cells = [figure.section, figure.name, format_value(figure)]
+        for name in baselines:
+            base = figure.versus.get(name)
+            cells.append(f"{figure.ratio(base):.2f}×" if base else "")
+        rows.append(cells)
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def environment_lines(count: int) -> list[str]:
+    packages = ("celery", "kombu", "amqp", "pika", "dramatiq")
+    try:
+        broker = rabbitmqctl("version").strip()
+    except (subprocess.SubprocessError, OSError):
+        broker = "unknown"
+    return [
+        f"- messages per throughput measurement: {count}",
+        f"- machine: {os.cpu_count()} CPUs, {platform.platform()}, Python "
+        f"{platform.python_version()}",
+        f"- RabbitMQ {broker} on {HOST}:{AMQP_PORT}; "
+        + ", ".join(f"{p} {version(p)}" for p in packages),
+    ]
+
+
+def write_report(results: Results, out: Path, count: int, notes: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    text = [
+        "# Benchmark results",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `python benchmarks/run.py"
+        f" --count {count}`; every ratio divides two figures of this run.",
+        "",
+        *environment_lines(count),
+        "",
+        table(results),
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(text), encoding="utf-8")
+    plot(results, out / "results.png")
+
+
+def plot(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, ratios = [], []
+    for figure in results.figures:
+        if not figure.ours:
+            continue
+        for name, base in figure.versus.items():
+            labels.append(f"{figure.section}: {figure.name} ÷ {name}")
+            ratios.append(figure.ratio(base))
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(labels) + 1.5))
+    ax.barh(range(len(labels)), ratios, color="tab:blue")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ratio (log scale; 1 = same as the baseline)")
+    ax.set_title("notifications vs baselines measured in the same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- Publishing ---------------------------------------------------------------
+
+
+def texts(count: int) -> list[str]:
+    return [f"Payslip {n} is ready" for n in range(count)]
+
+
+def pika_channel(url: str, confirm: bool) -> tuple[Any, Any]:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.queue_declare(QUEUE, durable=True)
+    if confirm:
+        channel.confirm_delivery()
+    return connection, channel
+
+
+def publish_pika(url: str, count: int, confirm: bool) -> float:
+    """Seconds for ``count`` persistent publishes with pika's BlockingChannel."""
+    import pika
+
+    persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+    connection, channel = pika_channel(url, confirm)
+    try:
+        bodies = [t.encode() for t in texts(count)]
+        start = time.perf_counter()
+        for body in bodies:
+            channel.basic_publish("", QUEUE, body, persistent)
+        # A synchronous call on the same channel returns only once the
+        # broker handled every publish before it: the unconfirmed run
+        # stops the clock when the broker has them, as the others do.
+        channel.queue_declare(QUEUE, passive=True)
+        return time.perf_counter() - start
+    finally:
+        connection.close()
+
+
+def publish_kombu(url: str, count: int, confirm: bool) -> float:
+    from kombu import Connection, Producer
+
+    options = {"confirm_publish": True} if confirm else {}
+    with Connection(url, transport_options=options) as connection:
+        channel = connection.channel()
+        channel.queue_declare(QUEUE, durable=True, auto_delete=False)
+        producer = Producer(channel)
+        bodies = texts(count)
+        start = time.perf_counter()
+        for body in bodies:
+            producer.publish(body, routing_key=QUEUE, delivery_mode=2, retry=False)
+        channel.queue_declare(QUEUE, passive=True)
+        return time.perf_counter() - start
+
+
+def dramatiq_broker(url: str, confirm: bool = False) -> tuple[Any, Any]:
+    import dramatiq
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    kwargs = {"confirm_delivery": True} if confirm else {}
+    broker = RabbitmqBroker(url=url, **kwargs)
+
+    def record_message(message_id: str) -> None:
+        """Never runs here: the workers load benchmarks/dramatiq_actors.py."""
+
+    actor = dramatiq.actor(
+        record_message,
+        broker=broker,
+        actor_name=DRAMATIQ_ACTOR,
+        queue_name=DRAMATIQ_QUEUE,
+    )
+    return broker, actor
+
+
+def publish_dramatiq(url: str, count: int, confirm: bool) -> float:
+    """Seconds for ``count`` ``actor.send()``; one warm-up send is not timed."""
+    broker, actor = dramatiq_broker(url, confirm)
+    try:
+        actor.send("warm-up")  # connects and declares the queues
+        ids = [f"d{n}" for n in range(count)]
+        start = time.perf_counter()
+        for message_id in ids:
+            actor.send(message_id)
+        if not confirm:
+            # As for pika: stop the clock once the broker has them all.
+            broker.channel.queue_declare(DRAMATIQ_QUEUE, passive=True)
+        return time.perf_counter() - start
+    finally:
+        broker.close()
+
+
+def measure_publishing(results: Results, count: int, work: Path) -> dict[str, Figure]:
+    print("Publishing", count, "persistent messages, each way in a fresh vhost:")
+    rate = "msg/s"
+    figures: dict[str, Figure] = {}
+
+    ways: list[tuple[str, str, Callable[[str, int, bool], float], bool, str]] = [
+        ("pika", "pika, unconfirmed", publish_pika, False, QUEUE),
+        ("pika-confirm", "pika, confirm per message", publish_pika, True, QUEUE),
+        ("kombu", "Kombu Producer.publish", publish_kombu, False, QUEUE),
+        ("kombu-confirm", "Kombu, confirm_publish", publish_kombu, True, QUEUE),
+        ("dramatiq", "dramatiq send (defaults)", publish_dramatiq, False, DRAMATIQ_QUEUE),
+        (
+            "dramatiq-confirm",
+            "dramatiq send, confirm_delivery",
+            publish_dramatiq,
+            True,
+            DRAMATIQ_QUEUE,
+        ),
+    ]
+    for key, name, publish, confirm, queue in ways:
+        with fresh_vhost(key) as url:
+            seconds = publish(url, count, confirm)
+            # dramatiq's warm-up send is in the queue too.
+            expect_depth(url, queue, count + (queue == DRAMATIQ_QUEUE))
+        figures[key] = results.add(Figure("publish", name, count / seconds, rate))
+
+    for key, name in (("delay", ".delay() (defaults)"), ("send-many", "send_many")):
+        with fresh_vhost(key) as url, tempfile.TemporaryDirectory(dir=work) as data:
+            answer = run_child(
+                key, child_env(url, Path(data)), str(count), timeout_s=60 + count
+            )
+            expect_depth(url, "hr_queue", count + 1)  # and the warm-up one
+        figures[key] = results.add(
+            Figure("publish", name, count / answer["seconds"], rate, ours=True)
+        )
+
+    baselines = {
+        "pika confirm/msg": figures["pika-confirm"],
+        "dramatiq send": figures["dramatiq"],
+        "pika unconfirmed": figures["pika"],
+    }
+    for figure in figures.values():
+        figure.versus = dict(baselines)
+    return figures
+
+
+# -- Consuming ----------------------------------------------------------------
+
+
+def drain_pika(url: str, count: int) -> float:
+    """Seconds for a pika consumer (manual ack, prefetch 100) to empty the queue."""
+    import pika
+
+    persistent = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+    connection, channel = pika_channel(url, confirm=False)
+    try:
+        for body in texts(count):
+            channel.basic_publish("", QUEUE, body.encode(), persistent)
+        channel.queue_declare(QUEUE, passive=True)
+        channel.basic_qos(prefetch_count=100)
+        acked = 0
+
+        def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+            nonlocal acked
+            ch.basic_ack(method.delivery_tag)
+            acked += 1
+
+        start = time.perf_counter()
+        channel.basic_consume(QUEUE, on_message)
+        deadline = time.monotonic() + 60 + count / 100
+        while acked < count and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=1)
+        # Returns once the broker has processed every ack before it.
+        left = channel.queue_declare(QUEUE, passive=True).method.message_count
+        seconds = time.perf_counter() - start
+        if acked != count or left:
+            raise RuntimeError(f"pika consumed {acked} of {count}; {left} left")
+        return seconds
+    finally:
+        connection.close()
+
+
+@dataclass
+class Drained:
+    rate_per_s: float
+    rss_bytes: int
+    seconds: float
+
+
+def drain_by(
+    command: list[str],
+    env: dict[str, str],
+    url: str,
+    queue: str,
+    sink_path: Path,
+    expected: int,
+    log: Path,
+) -> Drained:
+    """Start a worker on a filled queue and time it until the sink has every message.
+
+    The clock starts when the broker first lists a consumer on ``queue``
+    (so worker start-up is not counted) and stops at the last message's
+    sink timestamp, written by the consumer as it handled it.
+    """
+    timeout_s = 120 + expected * 0.2
+    with running(command, env, log) as worker, watching(url) as watch:
+        start = watch.wait(queue, lambda _, consumers: consumers > 0, 120, "consumer")
+        deadline = time.monotonic() + timeout_s
+        while sink.count(sink_path) < expected:
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{sink.count(sink_path)} of {expected} handled in {timeout_s:g} s; "
+                    f"see {log}"
+                )
+            time.sleep(0.05)
+        rss = tree_rss_bytes(worker.process.pid) if worker.process else 0
+        watch.wait(queue, lambda messages, _: messages == 0, 30, "empty queue")
+    rows = sink.read(sink_path)
+    if len({message_id for _, message_id in rows}) != expected:
+        raise RuntimeError(f"{len(rows)} recorded, not {expected} distinct messages")
+    seconds = max(stamp for stamp, _ in rows) - start
+    return Drained(expected / seconds, rss, seconds)
+
+
+def fill_with_send_many(url: str, data: Path, count: int) -> None:
+    # The warm-up notification of the child is one more to drain.
+    run_child("send-many", child_env(url, data), str(count - 1), timeout_s=60 + count)
+
+
+def measure_consuming(
+    results: Results, count: int, work: Path
+) -> tuple[dict[str, Figure], dict[int, Drained]]:
+    print("Draining", count, "queued messages, each way in a fresh vhost:")
+    rate = "msg/s"
+    figures: dict[str, Figure] = {}
+    with fresh_vhost("drain-pika") as url:
+        figures["pika"] = results.add(
+            Figure(
+                "drain",
+                "pika consumer, prefetch 100",
+                count / drain_pika(url, count),
+                rate,
+            )
+        )
+
+    dramatiq: dict[int, Drained] = {}
+    for processes in (1, 2):
+        key = f"drain-dramatiq-{processes}"
+        with fresh_vhost(key) as url, tempfile.TemporaryDirectory(dir=work) as folder:
+            broker, actor = dramatiq_broker(url)
+            try:
+                for n in range(count):
+                    actor.send(f"d{n}")
+            finally:
+                broker.close()
+            env = child_env(
+                url, Path(folder), BENCH_BROKER_URL=url, BENCH_SINK=f"{folder}/sink"
+            )
+            dramatiq[processes] = drain_by(
+                dramatiq_worker(processes),
+                env,
+                url,
+                DRAMATIQ_QUEUE,
+                Path(folder) / "sink",
+                count,
+                work / f"{key}.log",
+            )
+        figures[key] = results.add(
+            Figure(
+                "drain",
+                f"dramatiq, {processes} process(es) × 8 threads",
+                dramatiq[processes].rate_per_s,
+                rate,
+            )
+        )
+
+    ours: dict[int, Drained] = {}
+    for concurrency in (1, 2):
+        key = f"drain-worker-{concurrency}"
+        with fresh_vhost(key) as url, tempfile.TemporaryDirectory(dir=work) as folder:
+            data = Path(folder)
+            fill_with_send_many(url, data / "sender", count)
+            env = child_env(
+                url,
+                data / "worker",
+                NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
+                BENCH_SINK=str(data / "sink"),
+            )
+            ours[concurrency] = drain_by(
+                celery_worker(concurrency),
+                env,
+                url,
+                "hr_queue",
+                data / "sink",
+                count,
+                work / f"{key}.log",
+            )
+        figures[key] = results.add(
+            Figure(
+                "drain",
+                f"this worker -c {concurrency}, no-op delivery",
+                ours[concurrency].rate_per_s,
+                rate,
+                versus={
+                    "dramatiq, same processes": figures[f"drain-dramatiq-{concurrency}"]
+                },
+                ours=True,
+            )
+        )
+    for processes in (1, 2):
+        mib = 1024 * 1024
+        dramatiq_rss = results.add(
+            Figure(
+                "memory",
+                f"dramatiq worker, {processes} process(es), after draining",
+                dramatiq[processes].rss_bytes / mib,
+                "MiB",
+            )
+        )
+        results.add(
+            Figure(
+                "memory",
+                f"this worker -c {processes}, after draining",
+                ours[processes].rss_bytes / mib,
+                "MiB",
+                versus={"dramatiq, same processes": dramatiq_rss},
+                ours=True,
+            )
+        )
+    return figures, ours
+
+
+# -- Delivery to a slow HTTP endpoint -------------------------------------------
+
+
+class SlowEndpoint(ThreadingHTTPServer):
+    """Answers every POST with 200 after HTTP_DELAY_S; remembers when."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__((HOST, 0), _SlowHandler)
+        self.answered: list[float] = []
+        self.lock = threading.Lock()
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    server: SlowEndpoint
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(HTTP_DELAY_S)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        with self.server.lock:
+            self.server.answered.append(time.time())
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request would swamp the terminal
+
+
+def measure_http(results: Results, count: int, work: Path, noop: Figure) -> None:
+    concurrency = 2
+    print(f"Delivering {count} notifications to an endpoint answering in 50 ms:")
+    server = SlowEndpoint()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with fresh_vhost("http") as url, tempfile.TemporaryDirectory(dir=work) as folder:
+            data = Path(folder)
+            subscribers = data / "subscribers.txt"
+            subscribers.write_text(f"hr=json://{HOST}:{server.server_port}/\n")
+            fill_with_send_many(url, data / "sender", count)
+            env = child_env(
+                url, data / "worker", NOTIFICATIONS_SUBSCRIBERS=str(subscribers)
+            )
+            log = work / "http-worker.log"
+            with (
+                running(celery_worker(concurrency), env, log) as worker,
+                watching(url) as watch,
+            ):
+                start = watch.wait("hr_queue", lambda _, c: c > 0, 120, "consumer")
+                deadline = time.monotonic() + 120 + count * HTTP_DELAY_S * 4
+                while len(server.answered) < count:
+                    worker.check_alive()
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{len(server.answered)} of {count} delivered")
+                    time.sleep(0.05)
+            seconds = max(server.answered) - start
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    results.add(
+        Figure(
+            "http",
+            f"this worker -c {concurrency}, endpoint answering in 50 ms",
+            count / seconds,
+            "deliveries/s",
+            versus={"same worker, no-op": noop},
+            note=f"at most {concurrency / HTTP_DELAY_S:g}/s with {concurrency} processes "
+            "each waiting 50 ms per delivery",
+            ours=True,
+        )
+    )
+
+
+# -- Latency ------------------------------------------------------------------
+
+
+def measure_latency(
+    results: Results, seconds: float, work: Path, noop: Figure
+) -> list[str]:
+    concurrency = 2
+    # Below saturation: at most half of what the same worker drained.
+    rate = min(LATENCY_RATE_PER_S, noop.value / 2)
+    print(f"Latency of .delay() to delivered at {rate:.0f}/s for {seconds:g} s:")
+    with fresh_vhost("latency") as url, tempfile.TemporaryDirectory(dir=work) as folder:
+        data = Path(folder)
+        sink_path = data / "sink"
+        env = child_env(
+            url,
+            data / "worker",
+            NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
+            BENCH_SINK=str(sink_path),
+        )
+        with running(
+            celery_worker(concurrency), env, work / "latency-worker.log"
+        ) as worker:
+            with watching(url) as watch:
+                watch.wait("hr_queue", lambda _, c: c > 0, 120, "consumer")
+            sent_path = data / "sent.json"
+            run_child(
+                "paced",
+                child_env(url, data / "sender"),
+                str(rate),
+                str(seconds),
+                str(sent_path),
+                timeout_s=120 + seconds * 3,
+            )
+            sent: dict[str, float] = json.loads(sent_path.read_text())
+            deadline = time.monotonic() + 120
+            while not set(sent) <= {i for _, i in sink.read(sink_path)}:
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("not every paced notification was delivered")
+                time.sleep(0.05)
+        delivered = {i: stamp for stamp, i in sink.read(sink_path) if i in sent}
+    latencies_ms = sorted((delivered[i] - sent[i]) * 1000 for i in sent)
+    cuts = statistics.quantiles(latencies_ms, n=100, method="inclusive")
+    for name, value in (("p50", cuts[49]), ("p99", cuts[98])):
+        results.add(
+            Figure(
+                "latency",
+                f".delay() to delivered, {name}, -c {concurrency} at {rate:.0f}/s",
+                value,
+                "ms",
+            )
+        )
+    return [
+        f"latency: {len(sent)} notifications, one .delay() every {1000 / rate:.0f} ms"
+    ]
+
+
+# -- Child processes ------------------------------------------------------------
+
+
+def child(mode: str, args: Sequence[str]) -> None:
+    """Runs in a child process with the measurement's environment."""
+    from notifications import send_notification
+    from notifications.bulk import send_many
+
+    if mode == "delay":
+        count = int(args[0])
+        send_notification.delay("hr", "warm-up")  # connects, declares the queue
+        bodies = texts(count)
+        start = time.perf_counter()
+        for text in bodies:
+            send_notification.delay("hr", text)
+        print(json.dumps({"seconds": time.perf_counter() - start}))
+    elif mode == "send-many":
+        count = int(args[0])
+        send_many("hr", ["warm-up"])
+        bodies = texts(count)
+        start = time.perf_counter()
+        ids = send_many("hr", bodies)
+        seconds = time.perf_counter() - start
+        if len(ids) != count:
+            raise RuntimeError(f"send_many returned {len(ids)} ids for {count} texts")
+        print(json.dumps({"seconds": seconds}))
+    elif mode == "paced":
+        rate, duration, out = float(args[0]), float(args[1]), Path(args[2])
+        send_notification.delay("hr", "warm-up")
+        sent: dict[str, float] = {}
+        start = time.monotonic()
+        for n in range(int(rate * duration)):
+            # A fixed schedule, not a fixed pause: a slow call does not
+            # lower the rate of the ones after it.
+            with contextlib.suppress(ValueError):
+                time.sleep(start + n / rate - time.monotonic())
+            stamp = time.time()
+            sent[send_notification.delay("hr", f"Paced {n}").id] = stamp
+        out.write_text(json.dumps(sent))
+        print(json.dumps({"sent": len(sent)}))
+    elif mode == "profile":
+        import cProfile
+        import pstats
+
+        count = int(args[0])
+        send_notification.delay("hr", "warm-up")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for text in texts(count):
+            send_notification.delay("hr", text)
+        profiler.disable()
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(25)
+        print(json.dumps({"profiled": count}))
+    else:
+        raise SystemExit(f"unknown child mode {mode!r}")
+
+
+def profile_delay(count: int) -> None:
+    with fresh_vhost("profile") as url, tempfile.TemporaryDirectory() as data:
+        env = child_env(url, Path(data))
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                "profile",
+                str(count),
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120 + count,
+            check=False,
+        )
+    print(result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(result.returncode)
+
+
+# -- Main -----------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--count", type=int, default=5000, help="messages per measurement"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, for CI")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", help="profile N .delay() calls"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+
+    if options.child:
+        child(options.child, options.child_args)
+        return 0
+    if options.profile:
+        profile_delay(options.profile)
+        return 0
+
+    count = 200 if options.smoke else options.count
+    http_count = max(50, count // 10)
+    latency_s = 2.0 if options.smoke else 5.0
+    results = Results()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="notifications-bench-") as scratch:
+        work = Path(scratch)
+        try:
+            measure_publishing(results, count, work)
+            drains, _ = measure_consuming(results, count, work)
+            noop = drains["drain-worker-2"]
+            measure_http(results, http_count, work, noop)
+            notes = measure_latency(results, latency_s, work, noop)
+        except (RuntimeError, TimeoutError, subprocess.SubprocessError):
+            # The worker logs go with the scratch folder: show the end of each.
+            for log in sorted(work.glob("*.log")):
+                print(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}")
+            raise
+
+    notes += [
+        f"http: {http_count} notifications; "
+        + next(f.note for f in results.figures if f.section == "http"),
+        "drain: clock from the broker listing the first consumer to the last "
+        "message's sink timestamp; worker start-up is not counted.",
+        "memory: summed VmRSS of the worker and its children once drained; pages "
+        "shared after fork count once per process, for both frameworks.",
+        "the machine may run other work meanwhile: compare ratios within one run.",
+    ]
+    print()
+    print(table(results))
+    write_report(results, options.out, count, notes)
+    print(f"\nWrote {options.out / 'results.md'} and results.png "
+          f"in {time.monotonic() - started:.0f} s.")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
