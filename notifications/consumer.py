@@ -151,8 +151,7 @@ class NotificationConsumer(Consumer):  # type: ignore[misc]
             body=dead_letter.raw_body(message.body),
         )
         try:
-            with self.app.producer_or_acquire() as producer:
-                dead_letter.publish(producer, settings, letter)
+            dead_letter.send(self.app, settings, letter)
         except Exception:
             logger.exception(
                 "Could not dead-letter a message (%s); it goes back to its queue.", reason

@@ -150,6 +150,14 @@ def publish(
     )
 
 
+def send(
+    app: Any, settings: Settings, letter: DeadLetter, queue_group: str | None = None
+) -> None:
+    """Publish ``letter`` with a producer of ``app``'s pool (see :func:`publish`)."""
+    with app.producer_or_acquire() as producer:
+        publish(producer, settings, letter, queue_group)
+
+
 @contextmanager
 def _browse(
     connection: Connection, settings: Settings, group: str

@@ -87,8 +87,7 @@ class Channel(filesystem.Channel):
             except FileNotFoundError:
                 # Another consumer claimed it first.
                 continue
-            with open(claimed, "rb") as f:
-                payload = loads(f.read().decode("utf-8"))
+            payload = _read(claimed)
             properties = payload.setdefault("properties", {})
             if payload.get("redelivered"):
                 # Kombu keeps the flag outside delivery_info, where Celery
@@ -132,12 +131,16 @@ class Channel(filesystem.Channel):
             except FileNotFoundError:
                 continue
             claimed = mine
-            with open(claimed, "rb") as f:
-                payload = loads(f.read().decode("utf-8"))
+            payload = _read(claimed)
             payload["redelivered"] = True
             self._put(original.partition(".")[2].rpartition(".msg")[0], payload)
             with contextlib.suppress(FileNotFoundError):
                 os.remove(claimed)
+
+
+def _read(path: str) -> Any:
+    with open(path, "rb") as f:
+        return loads(f.read().decode("utf-8"))
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,16 @@ from typing import Any
 _tuned = False
 
 
+def redelivery_key(notification_id: str) -> str:
+    """Where the worker counts how often ``notification_id`` came back."""
+    return f"{notification_id}.redeliveries"
+
+
+def target_key(notification_id: str, target_id: str) -> str:
+    """Where the delivery of ``notification_id`` to one subscriber is recorded."""
+    return f"{notification_id}:{target_id}"
+
+
 def tune_sqlite() -> None:
     """Set WAL and ``synchronous=NORMAL`` on every SQLite connection SQLAlchemy opens."""
     global _tuned

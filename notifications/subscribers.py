@@ -18,6 +18,7 @@ so nobody's notification vanishes without a trace.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable
@@ -55,13 +56,21 @@ class Target:
         """Send ``notification``; return (delivered, what Apprise reported)."""
         if self.broken is not None:
             return False, self.broken
+        result = self._notifier.notify(
+            body=notification.text, title=notification.title or ""
+        )
+        messages = [entry.message for r in result for entry in r.logs()]
+        return bool(result), " ".join(messages)
+
+    @functools.cached_property
+    def _notifier(self) -> Any:
+        # Built once per target, not per notification: only this target, so
+        # its result is reported apart from the others'.
         import apprise
 
         one = apprise.Apprise()
         one.add(self.service)
-        result = one.notify(body=notification.text, title=notification.title or "")
-        messages = [entry.message for r in result for entry in r.logs()]
-        return bool(result), " ".join(messages)
+        return one
 
 
 def classify(report: str) -> type[TransientDeliveryError] | type[PermanentDeliveryError]:

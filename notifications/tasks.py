@@ -44,6 +44,7 @@ from notifications.errors import (
 from notifications.message import Notification, check_group, check_text, check_title
 from notifications.routing import SEND_NOTIFICATION
 from notifications.settings import UNROUTED, Settings, get_settings
+from notifications.store import redelivery_key, target_key
 from notifications.subscribers import Subscribers, Target, classify
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,8 @@ def check_received(
 def consumed_queues(task: Task) -> Collection[str] | None:
     """Names of the queues this worker consumes, if it was told (``-Q``)."""
     selected = task.app.amqp.queues.consume_from
-    return set(selected) if selected else None
+    # Called for every notification: the names, without copying them.
+    return selected.keys() if selected else None
 
 
 def backoff_s(settings: Settings, retries: int) -> float:
@@ -198,13 +200,9 @@ def backoff_s(settings: Settings, retries: int) -> float:
     return cap / 2 + random.uniform(0, cap / 2)  # noqa: S311 (not cryptographic)
 
 
-def _redelivery_key(notification_id: str) -> str:
-    return f"{notification_id}.redeliveries"
-
-
 def count_redelivery(task: Task) -> int:
     """Count one more arrival of a redelivered message; return the count."""
-    key = _redelivery_key(task.request.id)
+    key = redelivery_key(task.request.id)
     meta = task.backend.get_task_meta(key)
     count = int((meta.get("result") or {}).get("count", 0)) + 1 if meta else 1
     task.backend.store_result(key, {"count": count}, states.STARTED)
@@ -221,9 +219,7 @@ def already_delivered(task: Task) -> bool:
 def send_dead_letter(
     task: Task, letter: dead_letter.DeadLetter, queue_group: str | None = None
 ) -> dict[str, str]:
-    settings = get_settings()
-    with task.app.producer_or_acquire() as producer:
-        dead_letter.publish(producer, settings, letter, queue_group)
+    dead_letter.send(task.app, get_settings(), letter, queue_group)
     return DEAD_LETTERED
 
 
@@ -349,10 +345,6 @@ def loaded_subscribers(settings: Settings) -> Subscribers | None:
     return _subscribers
 
 
-def target_key(notification: Notification, target: Target) -> str:
-    return f"{notification.notification_id}:{target.target_id}"
-
-
 def deliver_to_targets(
     task: Task, notification: Notification, targets: list[Target], attempts: int
 ) -> int:
@@ -370,7 +362,7 @@ def deliver_to_targets(
     transient: list[str] = []
     have_it = 0
     for target in targets:
-        key = target_key(notification, target)
+        key = target_key(notification.notification_id, target.target_id)
         meta = task.backend.get_task_meta(key)
         if meta.get("status") == states.SUCCESS:
             # Delivered, or dead-lettered, on an earlier attempt.

@@ -241,7 +241,9 @@ def test_a_mailto_subscriber_gets_an_email_with_the_title_as_subject(
         worker.wait_ready()
 
         # ...when a notification is sent to support...
-        result = send_notification.delay("support", "Ticket 42 waits", title="Support")
+        result = send_notification.delay(
+            "support", "A customer waits on the line", title="Support"
+        )
         wait_done(worker, result.id, group="support")
 
         # ...then one e-mail went to that address, titled and worded as sent.
@@ -252,7 +254,7 @@ def test_a_mailto_subscriber_gets_an_email_with_the_title_as_subject(
     assert message["Subject"] == "Support"
     plain = message.get_body(preferencelist=("plain",))
     assert plain is not None
-    assert plain.get_content().strip() == "Ticket 42 waits"
+    assert plain.get_content().strip() == "A customer waits on the line"
 
 
 @pytest.mark.rabbitmq

@@ -14,6 +14,7 @@ from notifications.dead_letter import DeadLetter
 from notifications.errors import NotificationsError
 from notifications.message import check_group, check_text
 from notifications.settings import UNROUTED, Settings
+from notifications.store import redelivery_key, target_key
 
 #: What a user types for the dead letters whose group was not known.
 UNROUTED_ARGUMENT = "unrouted"
@@ -80,12 +81,6 @@ def why_not_replayable(letter: DeadLetter) -> str:
     if letter.group == UNROUTED:
         return "its group is not known"
     return dead_letter.REASONS.get(letter.reason, "it cannot be sent again")
-
-
-def redelivery_key(notification_id: str) -> str:
-    # The worker counts redeliveries under this key; a replayed
-    # notification must not inherit the count that dead-lettered it.
-    return f"{notification_id}.redeliveries"
 
 
 @click.group("dead-letters")
@@ -225,7 +220,7 @@ def forget_redeliveries(
         app.backend.forget(redelivery_key(notification_id))
         app.backend.forget(notification_id)
         if target_id:
-            app.backend.forget(f"{notification_id}:{target_id}")
+            app.backend.forget(target_key(notification_id, target_id))
     # Each kind of store raises its own driver's errors (SQLAlchemy, redis,
     # psycopg2); none of them share a base class but Exception.
     except Exception as exc:
