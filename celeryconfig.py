@@ -9,16 +9,12 @@ turns it into Celery settings. It is installed with the package, so
 import ssl
 from urllib.parse import urlsplit
 
-from notifications import embedded, store
+from notifications import embedded
 from notifications.routing import NotificationRouter
 from notifications.settings import get_settings
 from notifications.topology import group_queues
 
 _settings = get_settings()
-store.tune_sqlite()
-if _settings.store_url is None:
-    # The default store is an SQLite file next to the embedded broker.
-    _settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 # -- Broker -----------------------------------------------------------------
 broker_url = _settings.broker_url or f"{embedded.SCHEME}://"
@@ -64,31 +60,34 @@ result_accept_content = ["json"]
 event_serializer = "json"
 task_default_delivery_mode = "persistent"
 
-# -- The store of delivered ids -------------------------------------------------
-# The result backend remembers which notification ids were delivered, so
-# a redelivered notification is acknowledged without being sent twice.
-# Nobody waits on these results; they only answer "was this delivered?".
-result_backend = _settings.result_backend_url
-result_expires = _settings.dedup_ttl_s
-result_extended = False
-result_backend_always_retry = True
-result_backend_max_retries = 5
-database_create_tables_at_setup = True
-# SQLite locks the whole file while one process writes; a generous busy
-# timeout lets the processes of several workers share it. Its journal mode
-# is set in notifications.store.
-database_engine_options = (
-    {"connect_args": {"timeout": 30}}
-    if _settings.result_backend_url.startswith("db+sqlite")
-    else {}
-)
+# -- Results ------------------------------------------------------------------
+# None: nobody waits on a notification's result. What a worker must know
+# ("was this id delivered?") is kept by notifications.store, one small
+# record per notification, instead of a result document per task.
+result_backend = None
+task_ignore_result = True
 
-# -- Acknowledgement ----------------------------------------------------------
+# -- Acknowledgement and the pool ---------------------------------------------
 # Ack after delivery, as the tutorial's consumer does: a worker that dies
-# mid-delivery leaves the notification on the broker. With late acks a
-# prefetch of one per process keeps notifications from piling up unacked in
-# a busy worker while an idle one waits.
+# mid-delivery leaves the notification on the broker.
 task_acks_late = True
+# A delivery mostly waits on the network (an HTTP call to Slack, an SMTP
+# exchange), so one process runs many at once in threads: 32 deliveries to
+# an endpoint that answers in 50 ms overlap instead of queueing, where a
+# prefork pool of one process per core would wait on one each. A worker
+# that needs more (or a CPU-bound delivery that needs processes) says so
+# with -c / -P; a prefork pool is `-P processes`, since Celery's CLI takes
+# `-P prefork` for its own default and lets this setting win over it.
+# docs/benchmarks.md has the figures.
+# The embedded broker is Kombu's filesystem transport, whose channels are
+# not made to be acked from other threads: its workers run one notification
+# at a time in the main process, enough for a laptop.
+worker_pool = "solo" if _settings.embedded else "threads"
+worker_concurrency = 1 if _settings.embedded else 32
+# With late acks, a prefetch of one message per thread: every thread has
+# its next notification at hand, and a busy worker holds no pile of unacked
+# notifications that an idle one could be delivering. Anything prefetched
+# goes back to the queue if the worker dies.
 worker_prefetch_multiplier = 1
 # A pool process killed mid-delivery (OOM, SIGKILL) puts the notification
 # back on its queue instead of losing it; the store of delivered ids and the
@@ -99,9 +98,12 @@ task_reject_on_worker_lost = True
 worker_consumer = "notifications.consumer:NotificationConsumer"
 
 # -- Monitoring -------------------------------------------------------------
-# Flower reads the task and worker events. The embedded broker has no one
-# to read them, and files nobody reads would only pile up, so it gets none.
-worker_send_task_events = not _settings.embedded
+# Flower reads the task events, and turns them on in every worker it sees
+# (its enable_events option, on by default, through remote control). So a
+# worker sends none until someone watches: three events per notification
+# cost a worker a tenth of its time when nobody reads them. `-E` turns
+# them on from the start.
+worker_send_task_events = False
 # The "sent" event would be a second confirmed publish on every .delay()
 # (measured: a third of its time). Flower shows a notification from the
 # moment a worker receives it instead.

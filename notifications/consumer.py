@@ -70,6 +70,22 @@ def plain_text(content_type: str | None, body: bytes | str) -> str:
 
 
 class NotificationConsumer(Consumer):  # type: ignore[misc]
+    def connection_for_write(
+        self, url: str | None = None, heartbeat: float | None = None
+    ) -> Any:
+        # The worker writes only its events (for Flower) on this connection.
+        # An event is worth no confirm: losing one loses a line in a monitor,
+        # never a notification. Each confirm cost a round trip per event,
+        # and with the threads pool a thread waiting for one raced the main
+        # loop, which reads this connection for heartbeats, and could hang.
+        return self.ensure_connected(
+            self.app.connection_for_write(
+                url=url,
+                heartbeat=heartbeat,
+                transport_options={"confirm_publish": False},
+            )
+        )
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._salvage_or_dead_letter(message, exc)
 

@@ -199,24 +199,11 @@ class Settings:
         return self.effective_broker_url.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
 
     @property
-    def result_backend_url(self) -> str:
-        """The store of delivered ids, as a Celery result backend URL."""
-        url = self.store_url or f"sqlite:///{self.data_dir / 'delivered.sqlite3'}"
-        scheme = url.split("://", 1)[0]
-        if scheme in {"sqlite", "postgresql", "postgres"} or scheme.startswith(
-            ("sqlite+", "postgresql+")
-        ):
-            # Name the driver: SQLAlchemy's default for postgresql:// differs
-            # between versions, and the postgres extra installs psycopg 3.
-            for plain in ("postgres://", "postgresql://"):
-                if url.startswith(plain):
-                    url = "postgresql+psycopg://" + url[len(plain) :]
-            return f"db+{url}"
-        return url
-
-    @property
     def masked_store_url(self) -> str:
-        return mask_url(self.store_url) if self.store_url else self.result_backend_url[3:]
+        """Where delivered ids are kept, with any password masked."""
+        if self.store_url is None:
+            return f"sqlite:///{self.data_dir / 'delivered.sqlite3'}"
+        return mask_url(self.store_url)
 
     def dead_letter_queue_name(self, group: str) -> str:
         return f"{group.lstrip('_')}{DEAD_LETTER_SUFFIX}"

@@ -13,11 +13,10 @@ At the worker, a notification is
    jitter up to ``max_retries``, then dead-lettered; a permanent failure is
    dead-lettered at once.
 
-The outcome ``{"outcome": "delivered"}`` is what Celery stores in the
-result backend when the task returns: that record is the store of
-delivered ids. A crash after delivering and before that record is written
-delivers the notification again: that window is the time Celery takes to
-write one result.
+Once delivered, the id is written to the store of delivered ids
+(:mod:`notifications.store`). A crash after delivering and before that
+record is written delivers the notification again: that window is one
+store write.
 """
 
 from __future__ import annotations
@@ -29,10 +28,11 @@ import random
 from collections.abc import Collection
 from typing import Any
 
-from celery import Task, states
+from celery import Task
 from celery.result import AsyncResult
 
 from notifications import dead_letter
+from notifications import store as records
 from notifications.application import app
 from notifications.broker import broker_errors, ensure_connected, watch_returns
 from notifications.delivery import deliver, log_outcome
@@ -44,7 +44,7 @@ from notifications.errors import (
 from notifications.message import Notification, check_group, check_text, check_title
 from notifications.routing import SEND_NOTIFICATION
 from notifications.settings import UNROUTED, Settings, get_settings
-from notifications.store import redelivery_key, target_key
+from notifications.store import Store, StoreError, get_store, redelivery_key, target_key
 from notifications.subscribers import Subscribers, Target, classify
 
 logger = logging.getLogger(__name__)
@@ -200,20 +200,23 @@ def backoff_s(settings: Settings, retries: int) -> float:
     return cap / 2 + random.uniform(0, cap / 2)  # noqa: S311 (not cryptographic)
 
 
-def count_redelivery(task: Task) -> int:
-    """Count one more arrival of a redelivered message; return the count."""
-    key = redelivery_key(task.request.id)
-    meta = task.backend.get_task_meta(key)
-    count = int((meta.get("result") or {}).get("count", 0)) + 1 if meta else 1
-    task.backend.store_result(key, {"count": count}, states.STARTED)
-    return count
+def record(store: Store, key: str, value: str, notification: Notification) -> None:
+    """Write down what became of ``notification`` (or of one of its targets).
 
-
-def already_delivered(task: Task) -> bool:
-    meta = task.backend.get_task_meta(task.request.id)
-    return bool(
-        meta and meta.get("status") == states.SUCCESS and meta.get("result") == DELIVERED
-    )
+    It has happened: a store that fails now is logged, not retried, since a
+    retry would deliver it again. Only a redelivery of it could then be a
+    duplicate.
+    """
+    try:
+        store.put(key, value)
+    except StoreError as exc:
+        logger.error(
+            "%s Notification %s was %s but not recorded; a redelivery of it "
+            "would repeat that.",
+            exc,
+            notification.notification_id,
+            value,
+        )
 
 
 def send_dead_letter(
@@ -235,7 +238,9 @@ def arrived_for(task: Task) -> str | None:
     acks_late=True,
     # A pool child that dies mid-delivery puts the notification back.
     reject_on_worker_lost=True,
-    ignore_result=False,
+    # Nobody waits on a notification's result; the store of delivered ids
+    # keeps what a worker needs to know.
+    ignore_result=True,
 )
 def send_notification(
     self: NotificationTask, group: str, text: str, title: str | None = None
@@ -260,23 +265,26 @@ def send_notification(
             queue_group=arrived_for(self),
         )
 
-    if already_delivered(self):
-        log_outcome("skipped, already delivered", notification)
-        return DELIVERED
-
-    if (self.request.delivery_info or {}).get("redelivered"):
-        count = count_redelivery(self)
-        if count > settings.max_redeliveries:
-            return send_dead_letter(
-                self,
-                _letter(notification, "worker_lost", f"redelivered {count} times", count),
-            )
-
     attempts = self.request.retries + 1
-    targets = subscribers_of(settings, notification.group)
+    store = get_store(settings)
     try:
+        if store.get(notification.notification_id) == records.DELIVERED:
+            log_outcome("skipped, already delivered", notification)
+            return DELIVERED
+
+        if (self.request.delivery_info or {}).get("redelivered"):
+            count = store.increment(redelivery_key(notification.notification_id))
+            if count > settings.max_redeliveries:
+                return send_dead_letter(
+                    self,
+                    _letter(
+                        notification, "worker_lost", f"redelivered {count} times", count
+                    ),
+                )
+
+        targets = subscribers_of(settings, notification.group)
         if targets:
-            delivered = deliver_to_targets(self, notification, targets, attempts)
+            delivered = deliver_to_targets(self, store, notification, targets, attempts)
             if not delivered:
                 # Every subscriber refused it; each has its dead letter.
                 return DEAD_LETTERED
@@ -287,6 +295,8 @@ def send_notification(
             self, _letter(notification, "delivery_refused", exc, attempts)
         )
     except Exception as exc:
+        # A transient delivery failure, or a store that could not say
+        # whether it was delivered already: try again later.
         if self.request.retries >= settings.max_retries:
             return send_dead_letter(
                 self, _letter(notification, "retries_exhausted", exc, attempts)
@@ -299,6 +309,7 @@ def send_notification(
         )
         raise self.retry(exc=exc, countdown=countdown, max_retries=None) from exc
 
+    record(store, notification.notification_id, records.DELIVERED, notification)
     log_outcome("delivered", notification)
     return DELIVERED
 
@@ -346,7 +357,11 @@ def loaded_subscribers(settings: Settings) -> Subscribers | None:
 
 
 def deliver_to_targets(
-    task: Task, notification: Notification, targets: list[Target], attempts: int
+    task: Task,
+    store: Store,
+    notification: Notification,
+    targets: list[Target],
+    attempts: int,
 ) -> int:
     """Send to every target that does not have the notification yet.
 
@@ -363,15 +378,15 @@ def deliver_to_targets(
     have_it = 0
     for target in targets:
         key = target_key(notification.notification_id, target.target_id)
-        meta = task.backend.get_task_meta(key)
-        if meta.get("status") == states.SUCCESS:
+        recorded = store.get(key)
+        if recorded is not None:
             # Delivered, or dead-lettered, on an earlier attempt.
-            have_it += meta.get("result") == DELIVERED
+            have_it += recorded == records.DELIVERED
             continue
 
         delivered, report = target.send(notification)
         if delivered:
-            task.backend.store_result(key, DELIVERED, states.SUCCESS)
+            record(store, key, records.DELIVERED, notification)
             log_outcome(f"delivered to {target.masked_url}", notification)
             have_it += 1
             continue
@@ -380,7 +395,7 @@ def deliver_to_targets(
         if target.broken is not None or classify(report) is PermanentDeliveryError:
             reason = "bad_subscriber" if target.broken else "delivery_refused"
             send_dead_letter(task, _letter(notification, reason, error, attempts, target))
-            task.backend.store_result(key, DEAD_LETTERED, states.SUCCESS)
+            record(store, key, records.DEAD_LETTERED, notification)
         else:
             log_outcome(
                 f"failed for {target.masked_url} ({report or 'failed'})",

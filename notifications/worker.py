@@ -21,6 +21,32 @@ from notifications.settings import get_settings
 logger = logging.getLogger(__name__)
 
 
+def decode_json_with_one_decoder() -> None:
+    """Decode task messages with one JSON decoder instead of one per message.
+
+    Kombu's ``loads`` passes its ``object_hook`` to :func:`json.loads`,
+    which then builds a new decoder for every message: measured as a
+    twentieth of a worker's main loop. This decoder reads the same way.
+    """
+    import json
+
+    from kombu.serialization import registry
+    from kombu.utils import json as kombu_json
+
+    decode = json.JSONDecoder(object_hook=kombu_json.object_hook).decode
+
+    def loads(data: bytes | bytearray | memoryview | str) -> Any:
+        return decode(data if isinstance(data, str) else bytes(data).decode("utf-8"))
+
+    registry.register(
+        "json",
+        kombu_json.dumps,
+        loads,
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+
+
 def consumed_groups(worker: Any) -> tuple[str, ...]:
     """The configured groups whose queues ``worker`` consumes."""
     settings = get_settings()
@@ -32,6 +58,7 @@ def consumed_groups(worker: Any) -> tuple[str, ...]:
 def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
     # Sent once logging is set up and before the worker consumes anything.
     settings = get_settings()
+    decode_json_with_one_decoder()
     groups = consumed_groups(instance)
     logger.info(
         "Worker for groups %s uses %s.", ", ".join(groups), settings.masked_broker_url

@@ -110,7 +110,7 @@ def letter_block(listing: str, notification_id: str) -> str:
 def stored_ids(data_dir: Path) -> set[str]:
     """Ids in the store of delivered ids (SQLite in the data folder)."""
     with contextlib.closing(sqlite3.connect(data_dir / "delivered.sqlite3")) as db:
-        return {row[0] for row in db.execute("SELECT task_id FROM celery_taskmeta")}
+        return {row[0] for row in db.execute("SELECT key FROM records")}
 
 
 # -- Without a worker ---------------------------------------------------------------

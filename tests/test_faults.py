@@ -1,12 +1,13 @@
 """At least once, never twice: 1,000 notifications through real faults on RabbitMQ.
 
-Each test publishes 1,000 notifications with ``.delay()``, lets a prefork
-worker with two pool processes deliver them through the recording
-delivery (tests/sinks.py), injects one fault while a delivery is in
-progress, and then checks, by notification id, that every notification
-``.delay()`` accepted was delivered exactly once and that the queue is
-empty. A few notifications are slow ("slow:" texts take two seconds) so
-that the fault reliably lands in the middle of a delivery.
+Each test publishes 1,000 notifications with ``.delay()``, lets a worker
+deliver them through the recording delivery (tests/sinks.py) — with the
+default pool of threads, or a prefork pool where a pool process is
+killed — injects one fault while a delivery is in progress, and then
+checks, by notification id, that every notification ``.delay()``
+accepted was delivered exactly once and that the queue is empty. A few
+notifications are slow ("slow:" texts take two seconds) so that the fault
+reliably lands in the middle of a delivery.
 
 Set NOTIFICATIONS_FAULT_REPORT to a file to get one table row per test.
 """
@@ -105,10 +106,10 @@ class Fixture:
         )
         self.workers: list[WorkerProcess] = []
 
-    def start_worker(self, concurrency: int = 2) -> WorkerProcess:
+    def start_worker(self, pool: str = "threads", concurrency: int = 8) -> WorkerProcess:
         worker = WorkerProcess(
             worker_command(
-                "hr_queue", name=f"fault-{uuid.uuid4().hex[:6]}", pool="prefork",
+                "hr_queue", name=f"fault-{uuid.uuid4().hex[:6]}", pool=pool,
                 concurrency=concurrency,
             ),
             self.env,
@@ -153,7 +154,7 @@ def faults(rabbitmq: Broker, data_dir, tmp_path):
 
 def test_sigkill_of_a_pool_process_mid_delivery_loses_and_repeats_nothing(faults):
     accepted = publish(range(TOTAL))
-    worker = faults.start_worker()
+    worker = faults.start_worker(pool="prefork", concurrency=2)
     assert worker.process is not None
 
     pid, _ = faults.slow_delivery_in_progress(slow_ids(accepted))
@@ -169,9 +170,9 @@ def test_sigkill_of_a_pool_process_mid_delivery_loses_and_repeats_nothing(faults
 
 def test_sigkill_of_the_worker_main_process_then_a_new_worker_delivers_the_rest(faults):
     accepted = publish(range(TOTAL))
-    # One pool process, so the kill lands in the middle of a delivery: pool
-    # processes die with their main process, and one that had delivered but
-    # not yet recorded it would deliver again (the window the README names).
+    # One thread, so the kill lands in the middle of a delivery: threads die
+    # with their process, and one that had delivered but not yet recorded it
+    # would deliver again (the window the README names).
     first = faults.start_worker(concurrency=1)
     assert first.process is not None
 

@@ -11,6 +11,7 @@ from notifications.settings import (
     mask_url,
     parse_groups,
 )
+from notifications.store import open_store
 
 
 def settings_from(env: dict[str, str], cwd: Path):
@@ -185,25 +186,29 @@ def test_unrouted_is_reserved_for_dead_letters_without_a_group():
 
 
 @pytest.mark.parametrize(
-    ("url", "backend"),
+    ("url", "kind", "where"),
     [
-        (None, "db+sqlite:///"),
-        ("sqlite:////var/lib/n/delivered.db", "db+sqlite:////var/lib/n/delivered.db"),
-        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-        ("postgresql://u:p@db/n", "db+postgresql+psycopg://u:p@db/n"),
-        ("postgres://u:p@db/n", "db+postgresql+psycopg://u:p@db/n"),
+        (None, "SQLiteStore", "delivered.sqlite3"),
+        ("sqlite:////var/lib/n/delivered.db", "SQLiteStore", "/var/lib/n/delivered.db"),
+        (
+            "redis://:secret@127.0.0.1:6379/0",
+            "RedisStore",
+            "redis://:**@127.0.0.1:6379/0",
+        ),
+        ("postgresql://u:secret@db/n", "PostgresStore", "postgresql://u:**@db/n"),
+        ("postgres://u:secret@db/n", "PostgresStore", "postgres://u:**@db/n"),
     ],
 )
-def test_the_store_of_delivered_ids_is_chosen_by_url(tmp_path, url, backend):
+def test_the_store_of_delivered_ids_is_chosen_by_url(tmp_path, url, kind, where):
     env = {"NOTIFICATIONS_DATA_DIR": str(tmp_path)}
     if url:
         env["NOTIFICATIONS_STORE_URL"] = url
 
-    settings = settings_from(env, tmp_path)
+    store = open_store(settings_from(env, tmp_path))
 
-    assert settings.result_backend_url.startswith(backend)
-    if url is None:
-        assert settings.result_backend_url.endswith(f"{tmp_path}/delivered.sqlite3")
+    assert type(store).__name__ == kind
+    assert store.location.endswith(where)
+    assert "secret" not in store.location
 
 
 def test_an_unknown_store_is_refused_naming_what_is_allowed(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import click
 from kombu.exceptions import ContentDisallowed, DecodeError
@@ -14,7 +13,7 @@ from notifications.dead_letter import DeadLetter
 from notifications.errors import NotificationsError
 from notifications.message import check_group, check_text
 from notifications.settings import UNROUTED, Settings
-from notifications.store import redelivery_key, target_key
+from notifications.store import StoreError, get_store, redelivery_key, target_key
 
 #: What a user types for the dead letters whose group was not known.
 UNROUTED_ARGUMENT = "unrouted"
@@ -146,7 +145,7 @@ def replay_command(group: str, notification_id: str | None) -> None:
             raise UnreplayableError(letter, exc) from exc
 
         new_id = letter.notification_id or str(uuid.uuid4())
-        forget_redeliveries(app, settings, new_id, letter.target_id)
+        forget_redeliveries(settings, new_id, letter.target_id)
         send_notification.apply_async(
             (target, text), {"title": letter.title}, task_id=new_id
         )
@@ -203,7 +202,7 @@ def echo_replayed(settings: Settings, sent: list[tuple[DeadLetter, str]]) -> Non
 
 
 def forget_redeliveries(
-    app: Any, settings: Settings, notification_id: str, target_id: str | None = None
+    settings: Settings, notification_id: str, target_id: str | None = None
 ) -> None:
     """Make the store of delivered ids forget what would stop a replay.
 
@@ -216,21 +215,13 @@ def forget_redeliveries(
     NotificationsError
         If the store cannot be reached.
     """
+    keys = [redelivery_key(notification_id), notification_id]
+    if target_id:
+        keys.append(target_key(notification_id, target_id))
     try:
-        app.backend.forget(redelivery_key(notification_id))
-        app.backend.forget(notification_id)
-        if target_id:
-            app.backend.forget(target_key(notification_id, target_id))
-    # Each kind of store raises its own driver's errors (SQLAlchemy, redis,
-    # psycopg2); none of them share a base class but Exception.
-    except Exception as exc:
-        reason = (str(exc) or type(exc).__name__).splitlines()[0]
-        if settings.store_url:
-            reason = reason.replace(settings.store_url, settings.masked_store_url)
-        raise NotificationsError(
-            f"The store of delivered ids at {settings.masked_store_url} failed "
-            f"({reason}); nothing more was replayed."
-        ) from exc
+        get_store(settings).forget(*keys)
+    except StoreError as exc:
+        raise NotificationsError(f"{exc}; nothing more was replayed.") from exc
 
 
 def foreign_message(queue_name: str, exc: Exception) -> str:
