@@ -2,19 +2,18 @@
 
 ``send_many("hr", texts)`` checks every text before anything is
 published, then publishes them as the same Celery task messages
-``send_notification.delay()`` would, so workers cannot tell the two apart.
+``send_notification.delay()`` writes, so workers cannot tell the two apart.
 
-On AMQP the confirms are pipelined: a batch is written without waiting,
-then the broker's ``basic.ack`` / ``basic.nack`` (and ``basic.return`` for
-what no queue receives) are read for the whole batch at once. Each
-``.delay()`` waits for its own confirm before the next can be written; a
-batch of ``send_many`` waits once.
+On AMQP each ``.delay()`` waits for its own publisher confirm before the
+next can be written. ``send_many`` keeps writing while up to ``batch_size``
+notifications await theirs (:mod:`notifications.confirms`), and renders
+each message from one template instead of having Celery, Kombu and py-amqp
+build it from scratch (:mod:`notifications.frames`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -24,19 +23,23 @@ from celery.utils import uuid
 
 from notifications.application import app
 from notifications.broker import broker_errors, ensure_connected, unreachable, unroutable
+from notifications.confirms import ConfirmWindow
 from notifications.errors import (
     BrokerError,
     BrokerUnreachableError,
     InvalidTextTypeError,
     UnroutableError,
 )
+from notifications.frames import TaskFrames
 from notifications.message import check_group, check_text, check_title
 from notifications.routing import SEND_NOTIFICATION
 from notifications.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 500
+#: Enough in flight to keep the broker busy while its confirms, which
+#: follow its disk writes, come back; larger windows measured no faster.
+DEFAULT_BATCH_SIZE = 2000
 
 
 class BulkSendError(BrokerError):
@@ -91,10 +94,20 @@ def send_many(
 
     Every text is checked as ``.delay()`` checks it before anything is
     published, so bad input publishes nothing. On AMQP the messages are
-    published ``mandatory`` and persistent, and each batch of
-    ``batch_size`` waits for its publisher confirms, at most
-    ``NOTIFICATIONS_PUBLISH_TIMEOUT_S`` after its last message was written.
-    A batch that fails stops the send: later batches are not published.
+    published ``mandatory`` and persistent, and each one is confirmed by
+    the broker: ``send_many`` returns once every confirm arrived. It does
+    not wait for each confirm before writing the next message, but keeps
+    up to ``batch_size`` notifications awaiting theirs. If the broker
+    refuses or returns one, nothing more is written; the answers for what
+    was written are awaited, then the error raised. A wait for a confirm,
+    or a write the broker does not take, lasts at most
+    ``NOTIFICATIONS_PUBLISH_TIMEOUT_S``.
+
+    The messages are those ``.delay()`` sends, byte for byte but for the
+    ids, except that on AMQP Celery's ``before_task_publish`` and
+    ``after_task_publish`` signals are not sent for them, nor ``task-sent``
+    events (``task_send_sent_event``, off in this project's settings).
+    On the embedded broker they are sent through Celery, signals included.
 
     Parameters
     ----------
@@ -105,7 +118,7 @@ def send_many(
     title:
         One title for every notification, or ``None``.
     batch_size:
-        Notifications written before waiting for their confirms.
+        The most notifications awaiting their confirm at any time.
 
     Returns
     -------
@@ -119,8 +132,8 @@ def send_many(
     ValueError
         If ``batch_size`` is not a positive integer.
     BulkUnroutableError, BulkUnreachableError, BulkRefusedError
-        If the broker returned, refused or did not confirm notifications of
-        a batch; the error holds the confirmed and unconfirmed ids.
+        If the broker returned, refused or did not confirm notifications;
+        the error holds the confirmed and unconfirmed ids.
     BrokerError
         If the broker could not be reached or refused access before
         anything was published.
@@ -154,11 +167,10 @@ def send_many(
         if settings.amqp:
             _send_confirmed(connection, settings, group, title, ids, checked, batch_size)
         else:
-            # No confirms here: a publish that returned is on disk (the
-            # embedded broker) or with the broker.
+            # No confirms here: a publish that returned is on disk.
             with broker_errors(settings):
                 producer = app.amqp.Producer(connection, auto_declare=False)
-                publisher = _Publisher(settings, group, title, producer)
+                publisher = _Publisher(group, title, producer)
                 for notification_id, text in zip(ids, checked, strict=True):
                     publisher.publish(notification_id, text)
     logger.debug("Sent %d notifications for group %r.", len(ids), group)
@@ -205,9 +217,7 @@ def _pooled_connection(settings: Settings) -> Iterator[Any]:
 class _Publisher:
     """Builds and publishes ``send_notification`` messages as Celery does."""
 
-    def __init__(
-        self, settings: Settings, group: str, title: str | None, producer: Any
-    ) -> None:
+    def __init__(self, group: str, title: str | None, producer: Any) -> None:
         from notifications.tasks import send_notification
 
         self.producer = producer
@@ -219,9 +229,6 @@ class _Publisher:
         self.route = app.amqp.router.route(
             {}, SEND_NOTIFICATION, (group,), self.kwargs, send_notification
         )
-        self.options: dict[str, Any] = {}
-        if settings.amqp:
-            self.options = {"mandatory": True, "timeout": settings.publish_timeout_s}
         # Sent from inside a task, the notifications belong to its tree, as
         # with .delay().
         parent = app.current_worker_task
@@ -244,99 +251,16 @@ class _Publisher:
             parent_id=self.parent_id,
             ignore_result=self.ignore_result,
         )
-        # retry=False: a retried write could duplicate a message the broker
-        # already has; a failure ends the send with the ids it confirmed.
+        # retry=False: a retried write could duplicate a message the
+        # broker already has.
         app.amqp.send_task_message(
             self.producer,
             SEND_NOTIFICATION,
             message,
             retry=False,
             declare=[],
-            **self.options,
             **self.route,
         )
-
-
-class _Confirms:
-    """What the broker said about each publish on one confirm-mode channel.
-
-    In confirm mode the broker numbers the channel's publishes 1, 2, 3…
-    (the delivery tags) and acknowledges each, or several at once
-    (``multiple``). A ``mandatory`` message no queue takes comes back as
-    ``basic.return`` before its ack.
-    """
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.last_tag = 0
-        #: Delivery tag -> notification id; None for a task-sent event.
-        self.unsettled: dict[int, str | None] = {}
-        self.confirmed: set[str] = set()
-        self.nacked: list[str] = []
-        self.returned: set[str] = set()
-        self.return_reason = ""
-
-        channel.confirm_select()
-        channel._confirm_selected = True
-        # Publish without waiting: py-amqp's confirm-mode publish reads the
-        # ack of each message before the next, one round trip apiece.
-        channel.basic_publish = self._publish
-        channel.events["basic_ack"].add(self._on_ack)
-        channel.events["basic_nack"].add(self._on_nack)
-        channel.events["basic_return"].add(self._on_return)
-
-    def _publish(self, message: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("confirm_timeout", None)
-        result = self.channel._basic_publish(message, *args, **kwargs)
-        self.last_tag += 1
-        self.unsettled[self.last_tag] = message.properties.get("correlation_id")
-        return result
-
-    def _settle(self, delivery_tag: int, multiple: bool) -> list[str | None]:
-        if not multiple:
-            return [self.unsettled.pop(delivery_tag, None)]
-        # Tags were added in increasing order, so the settled ones lead.
-        settled = []
-        for tag in list(self.unsettled):
-            if delivery_tag and tag > delivery_tag:
-                break
-            settled.append(self.unsettled.pop(tag))
-        return settled
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self.confirmed.update(
-            i
-            for i in self._settle(delivery_tag, multiple)
-            if i and i not in self.returned
-        )
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self.nacked.extend(i for i in self._settle(delivery_tag, multiple) if i)
-
-    def _on_return(
-        self, exc: Exception, exchange: str, routing_key: str, message: Any
-    ) -> None:
-        notification_id = message.properties.get("correlation_id")
-        if notification_id:
-            self.returned.add(notification_id)
-        self.return_reason = f"routing key {routing_key!r}: {exc}"
-
-    def wait(self, connection: Any, timeout_s: float) -> None:
-        """Read the broker's answers until every publish is settled.
-
-        Raises
-        ------
-        TimeoutError
-            If some are still unsettled after ``timeout_s``.
-        """
-        deadline = time.monotonic() + timeout_s
-        while self.unsettled:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"{len(self.unsettled)} publishes unconfirmed after {timeout_s:g} s"
-                )
-            connection.drain_events(timeout=remaining)
 
 
 def _send_confirmed(
@@ -346,34 +270,46 @@ def _send_confirmed(
     title: str | None,
     ids: list[str],
     texts: list[str],
-    batch_size: int,
+    window_size: int,
 ) -> None:
-    """Publish on a fresh channel in confirm mode, one batch at a time."""
+    """Publish on a channel of our own in confirm mode, confirms pipelined."""
+    from notifications.tasks import send_notification
+
     with broker_errors(settings):
-        # A channel of our own: its delivery tags start at 1 here, which a
-        # pooled channel that already published could not promise.
+        # A new channel: its delivery tags start at 1, which a pooled
+        # channel that already published could not promise.
         channel = connection.channel()
-        confirms = _Confirms(channel)
-        producer = app.amqp.Producer(channel, auto_declare=False)
-        publisher = _Publisher(settings, group, title, producer)
+        channel.confirm_select()
+        frames = TaskFrames(
+            app,
+            send_notification,
+            group,
+            title,
+            channel_id=channel.channel_id,
+            frame_max=channel.connection.frame_max,
+            mandatory=True,
+        )
+        # Declared once per connection, which remembers it, as for .delay().
+        app.amqp.Producer(channel, auto_declare=False).maybe_declare(frames.queue)
+    window = ConfirmWindow(channel, ids, window_size, settings.publish_timeout_s)
 
-    for start in range(0, len(ids), batch_size):
-        batch = range(start, min(start + batch_size, len(ids)))
-        try:
-            with broker_errors(settings):
-                try:
-                    for index in batch:
-                        publisher.publish(ids[index], texts[index])
-                    confirms.wait(connection, settings.publish_timeout_s)
-                except (AMQPConnectionError, TimeoutError) as exc:
-                    # py-amqp's connection errors are not the builtin one.
-                    raise unreachable(settings, exc) from exc
-        except BrokerError as exc:
-            raise _stopped(exc, settings, ids, confirms, batch) from exc
+    try:
+        with broker_errors(settings):
+            try:
+                for notification_id, text in zip(ids, texts, strict=True):
+                    if window.failed:
+                        break
+                    window.publish(frames.render(notification_id, text))
+                window.finish()
+            except (AMQPConnectionError, OSError) as exc:
+                # py-amqp's connection errors are not the builtin one; a
+                # socket timeout is an OSError.
+                raise unreachable(settings, exc) from exc
+    except BrokerError as exc:
+        raise _stopped(exc, settings, ids, window) from exc
 
-        if confirms.returned or confirms.nacked:
-            raise _stopped(None, settings, ids, confirms, batch)
-
+    if window.failed:
+        raise _stopped(None, settings, ids, window)
     with broker_errors(settings):
         channel.close()
 
@@ -382,31 +318,30 @@ def _stopped(
     exc: BrokerError | None,
     settings: Settings,
     ids: list[str],
-    confirms: _Confirms,
-    batch: range,
+    window: ConfirmWindow,
 ) -> BulkSendError:
     """The error that ends a bulk send, saying how far it got."""
-    in_batch = sum(1 for i in batch if ids[i] in confirms.confirmed)
-    progress = (
-        f"{in_batch} of the {len(batch)} notifications of the batch starting at "
-        f"index {batch.start} were confirmed, {len(confirms.confirmed)} of "
-        f"{len(ids)} in all; nothing after that batch was published."
-    )
-    if confirms.returned:
-        detail = f"{len(confirms.returned)} came back, {confirms.return_reason}"
+    confirmed = window.confirmed_ids()
+    progress = f"{len(confirmed)} of the {len(ids)} notifications were confirmed"
+    if window.published < len(ids):
+        progress += f"; those from index {window.published} on were not published."
+    else:
+        progress += "."
+    if window.returned:
+        detail = f"{len(window.returned)} came back, {window.return_reason}"
         reason = str(unroutable(settings, detail))
-        return BulkUnroutableError(f"{reason} {progress}", ids, confirms.confirmed)
-    if confirms.nacked:
+        return BulkUnroutableError(f"{reason} {progress}", ids, confirmed)
+    if window.refused:
         return BulkRefusedError(
             f"The broker at {settings.masked_broker_url} refused "
-            f"{len(confirms.nacked)} notifications (basic.nack). {progress}",
+            f"{window.refused} notifications (basic.nack). {progress}",
             ids,
-            confirms.confirmed,
+            confirmed,
         )
     kind = (
         BulkUnreachableError if isinstance(exc, BrokerUnreachableError) else BulkSendError
     )
-    return kind(f"{exc} {progress}", ids, confirms.confirmed)
+    return kind(f"{exc} {progress}", ids, confirmed)
 
 
 __all__ = [

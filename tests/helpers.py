@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -10,9 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 NOTIFICATION_LINE = re.compile(
@@ -52,9 +54,17 @@ def child_env(data_dir: Path, broker_url: str | None, **extra: str) -> dict[str,
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], cwd: Path, timeout_s: float = 60
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout_s: float = 60,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``notifications ARGS`` the way a user's shell would."""
+    """Run ``notifications ARGS`` the way a user's shell would.
+
+    ``input_text`` is what the command reads on stdin; without it, stdin
+    is empty.
+    """
     return subprocess.run(
         [sys.executable, "-m", "notifications", *args],
         env=dict(env),
@@ -62,7 +72,8 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout_s,
-        stdin=subprocess.DEVNULL,
+        input=input_text,
+        stdin=subprocess.DEVNULL if input_text is None else None,
     )
 
 
@@ -196,6 +207,9 @@ class WorkerProcess:
 def worker_command(
     *queues: str, name: str, pool: str = "solo", concurrency: int = 1
 ) -> list[str]:
+    # Celery's CLI cannot tell "-P prefork" from its own default, which the
+    # configured pool of threads overrides; "processes" names the same pool.
+    pool = "processes" if pool == "prefork" else pool
     return [
         sys.executable, "-m", "celery", "-A", "notifications", "worker",
         "-Q", ",".join(queues), "-n", f"{name}@%h", "--pool", pool,
@@ -241,6 +255,40 @@ class Broker:
 
     def counts(self, *queues: str) -> dict[str, int | None]:
         return {name: self.count(name) for name in queues or GROUP_QUEUES}
+
+    def take_all(self, queue: str = "hr_queue") -> list[Any]:
+        """Take every message off ``queue``, in queue order (py-amqp messages)."""
+        from kombu import Connection
+
+        messages = []
+        with Connection(self.url) as conn:
+            channel = conn.channel()
+            while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                messages.append(message)
+        return messages
+
+    @contextlib.contextmanager
+    def refusing_beyond(self, queue: str, max_length: int) -> Iterator[None]:
+        """Make ``queue`` (which must exist) refuse messages beyond ``max_length``.
+
+        RabbitMQ answers a publish it refuses with ``basic.nack``.
+        """
+        limit = {"max-length": max_length, "overflow": "reject-publish"}
+        rabbitmqctl(
+            "set_policy", "-p", self.vhost, "--apply-to", "queues",
+            "refuse-beyond", f"^{queue}$", json.dumps(limit),
+        )  # fmt: skip
+        try:
+            # The broker applies a policy to its queues a moment after it is set.
+            deadline = time.monotonic() + 30
+            applied = {"name": queue, "policy": "refuse-beyond"}
+            while applied not in self.table("queues", "name", "policy"):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the policy never applied to {queue}")
+                time.sleep(0.1)
+            yield
+        finally:
+            rabbitmqctl("clear_policy", "-p", self.vhost, "refuse-beyond")
 
     def purge_queues(self, *queues: str) -> None:
         from amqp.exceptions import NotFound

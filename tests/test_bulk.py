@@ -25,7 +25,12 @@ from notifications import (
     UnroutableError,
     send_notification,
 )
-from notifications.bulk import BulkSendError, BulkUnroutableError, send_many
+from notifications.bulk import (
+    BulkRefusedError,
+    BulkSendError,
+    BulkUnroutableError,
+    send_many,
+)
 from tests.helpers import REPO, Broker, WorkerProcess, child_env, worker_command
 from tests.sinks import delivered_ids, read_sink
 
@@ -37,16 +42,6 @@ SEND_MANY = (
 )
 
 EXCHANGE = "slack_notifications_direct"
-
-
-def take_all(broker: Broker, queue: str = "hr_queue") -> list[Any]:
-    """Take every message off ``queue``, in queue order."""
-    messages = []
-    with Connection(broker.url) as conn:
-        channel = conn.channel()
-        while (message := channel.basic_get(queue, no_ack=True)) is not None:
-            messages.append(message)
-    return messages
 
 
 @pytest.mark.rabbitmq
@@ -70,43 +65,65 @@ def test_notifications_are_queued_in_the_order_of_the_texts_across_batches(
 
     ids = send_many("hr", texts, batch_size=5)
 
-    queued = [(m.headers["id"], m.headers["argsrepr"]) for m in take_all(rabbitmq)]
+    queued = [(m.headers["id"], m.headers["argsrepr"]) for m in rabbitmq.take_all()]
     assert queued == [(i, repr(("hr", t))) for i, t in zip(ids, texts, strict=True)]
 
 
+def titled(title: str | None) -> dict[str, str]:
+    return {"title": title} if title else {}
+
+
+def as_a_worker_sees_it(message: Any) -> dict[str, Any]:
+    """All a worker can read of a message (py-amqp's), but its task id."""
+    notification_id = message.headers["id"]
+    headers = dict(message.headers)
+    del headers["id"]
+    # The root of a notification sent outside a task is itself.
+    assert headers.pop("root_id") == notification_id
+    properties = dict(message.properties)
+    del properties["application_headers"]
+    assert properties.pop("correlation_id") == notification_id
+    return {
+        "headers": headers,
+        "properties": properties,
+        "body": message.body,
+        "decoded body": json.loads(message.body),
+        "exchange": message.delivery_info["exchange"],
+        "routing_key": message.delivery_info["routing_key"],
+    }
+
+
 @pytest.mark.rabbitmq
-def test_each_message_is_the_one_delay_sends(rabbitmq: Broker):
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("Same text", None),
+        ("Same text", "Same title"),
+        ('It\'s "quoted",\nover two lines \\ with a backslash', "Don't"),
+        ("Ünïcödé and emoji 🚀, \u2028 a line separator", None),
+        # Longer than Celery's argsrepr limit (1024 characters): cut by it.
+        ("A long one, it's " * 80, None),
+        # 64 KiB of UTF-8 that JSON escapes to 192 KiB: a body over frame_max.
+        ("é" * 32_768, None),
+    ],
+    ids=["plain", "title", "quotes", "unicode", "long-argsrepr", "over-frame-max"],
+)
+def test_each_message_is_the_one_delay_sends(
+    rabbitmq: Broker, text: str, title: str | None
+):
     # Given the same notification sent once by .delay() and once by send_many...
-    by_delay = send_notification.delay("hr", "Same text", title="Same title").id
-    [by_bulk] = send_many("hr", ["Same text"], title="Same title")
+    # (.delay("hr", text) is the call without a title; title=None would
+    # send the keyword argument.)
+    by_delay = send_notification.delay("hr", text, **titled(title)).id
+    [by_bulk] = send_many("hr", [text], title=title)
 
-    # ...the two messages differ only in their ids and where they came from.
-    delayed, bulk = take_all(rabbitmq)
-    assert delayed.headers["id"] == by_delay
-    assert bulk.headers["id"] == by_bulk
-
-    def comparable(message: Any) -> dict[str, Any]:
-        nid = message.headers["id"]
-        headers = {
-            k: (None if v == nid else v)
-            for k, v in message.headers.items()
-            if k != "origin"
-        }
-        properties = {
-            k: (None if v == nid else v)
-            for k, v in message.properties.items()
-            if k != "application_headers"
-        }
-        return {
-            "headers": headers,
-            "properties": properties,
-            "body": message.body,
-            "routing_key": message.delivery_info["routing_key"],
-            "exchange": message.delivery_info["exchange"],
-        }
-
-    assert comparable(bulk) == comparable(delayed)
+    # ...the two messages on the queue differ only in their ids.
+    delayed, bulk = rabbitmq.take_all()
+    assert (delayed.headers["id"], bulk.headers["id"]) == (by_delay, by_bulk)
+    assert as_a_worker_sees_it(bulk) == as_a_worker_sees_it(delayed)
     assert bulk.properties["delivery_mode"] == 2  # persistent
+    assert bulk.properties["content_type"] == "application/json"
+    assert json.loads(bulk.body)[0] == ["hr", text]
 
 
 @pytest.mark.rabbitmq
@@ -180,7 +197,12 @@ def test_notifications_no_queue_receives_raise_unroutable(rabbitmq: Broker):
 
     error = err.value
     assert isinstance(error, BulkUnroutableError)
-    assert "0 of the 10 notifications of the batch starting at index 0" in str(error)
+    # Nothing is written once a notification came back: here, after the
+    # ten that were awaiting their confirm.
+    assert (
+        "0 of the 30 notifications were confirmed; those from index 10 on were "
+        "not published." in str(error)
+    )
     assert error.confirmed_ids == []
     assert len(error.unconfirmed_ids) == len(error.notification_ids) == 30
     assert rabbitmq.count("hr_queue") == 1  # only the first one
@@ -188,6 +210,28 @@ def test_notifications_no_queue_receives_raise_unroutable(rabbitmq: Broker):
     # The pooled connection is still good for the next send.
     assert len(send_many("hr", ["after the binding is back"])) == 1
     assert rabbitmq.count("hr_queue") == 2
+
+
+@pytest.fixture
+def hr_queue_holding_five(rabbitmq: Broker) -> Iterator[None]:
+    send_many("hr", ["declares the queue"])
+    rabbitmq.purge_queues("hr_queue")
+    with rabbitmq.refusing_beyond("hr_queue", 5):
+        yield
+
+
+@pytest.mark.rabbitmq
+def test_notifications_the_broker_refuses_raise_with_the_ones_it_took(
+    rabbitmq: Broker, hr_queue_holding_five: None
+):
+    with pytest.raises(BulkRefusedError, match="refused 7 notifications") as err:
+        send_many("hr", [f"Reminder {n}" for n in range(12)])
+
+    error = err.value
+    assert "5 of the 12 notifications were confirmed." in str(error)
+    assert error.confirmed_ids == error.notification_ids[:5]
+    assert error.unconfirmed_ids == error.notification_ids[5:]
+    assert [m.headers["id"] for m in rabbitmq.take_all()] == error.confirmed_ids
 
 
 def test_bulk_errors_are_broker_errors_callers_already_catch():

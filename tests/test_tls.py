@@ -262,6 +262,27 @@ def test_a_broker_certificate_signed_by_the_configured_ca_is_trusted(
 
 
 @pytest.mark.rabbitmq
+def test_a_file_sent_over_tls_reaches_the_queue_whole(
+    rabbitmq: Broker, tls_port, certificates, data_dir, tmp_path
+):
+    # send_many reads the broker's confirms between writes, without blocking:
+    # over TLS too.
+    (tmp_path / "texts.txt").write_text("".join(f"Over TLS {n}\n" for n in range(3000)))
+    env = child_env(
+        data_dir,
+        amqps_url("localhost", tls_port),
+        NOTIFICATIONS_PUBLISH_TIMEOUT_S="3",
+        NOTIFICATIONS_CA_FILE=str(certificates.ca_file),
+    )
+
+    result = run_cli("send", "hr", "--file", "texts.txt", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert len(set(result.stdout.splitlines())) == 3000
+    assert rabbitmq.count("hr_queue") == 3000
+
+
+@pytest.mark.rabbitmq
 def test_a_certificate_the_system_does_not_trust_stops_the_send_in_one_line(
     rabbitmq: Broker, tls_port, data_dir, tmp_path
 ):

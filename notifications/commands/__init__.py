@@ -13,6 +13,7 @@ import click
 
 from notifications.commands.common import fail, settings_or_fail
 from notifications.commands.dead_letters import dead_letters
+from notifications.commands.send import send
 from notifications.commands.subscribers import subscribers
 from notifications.errors import NotificationsError
 
@@ -23,32 +24,16 @@ def main() -> None:
     """Notifications routed by group through a direct exchange."""
 
 
-@main.command()
-@click.argument("group")
-@click.argument("text")
-@click.option("--title", help="Optional title, for services that show one.")
-def send(group: str, text: str, title: str | None) -> None:
-    """Send TEXT to GROUP and print the notification id."""
-    settings_or_fail()
-    from notifications import send_notification
-
-    try:
-        result = send_notification.delay(group, text, title=title)
-    except (NotificationsError, TypeError, ValueError) as exc:
-        fail(exc)
-    click.echo(result.id)
-
-
 @main.command(context_settings={"show_default": True})
 @click.argument("groups", nargs=-1, required=True)
-@click.option("-c", "--concurrency", type=int, help="Pool size [default: cores].")
-@click.option("-P", "--pool", default="prefork", help="prefork, threads or solo.")
+@click.option("-c", "--concurrency", type=int, help="Pool size [default: 32 threads].")
+@click.option("-P", "--pool", help="threads, prefork or solo [default: threads].")
 @click.option("-l", "--loglevel", default="INFO")
 @click.option("-n", "--hostname", help="Node name [default: <groups>@<host>].")
 def worker(
     groups: tuple[str, ...],
     concurrency: int | None,
-    pool: str,
+    pool: str | None,
     loglevel: str,
     hostname: str | None,
 ) -> None:
@@ -70,9 +55,12 @@ def worker(
         "worker",
         "-Q", ",".join(settings.queue_name(g) for g in groups),
         "-n", hostname or f"{'+'.join(groups)}@%h",
-        "-P", pool,
         "-l", loglevel,
     ]  # fmt: skip
+    if pool:
+        # Celery's CLI cannot tell "-P prefork" from its own default, which
+        # the configured pool of threads overrides; "processes" is its alias.
+        argv += ["-P", "processes" if pool == "prefork" else pool]
     if concurrency:
         argv += ["-c", str(concurrency)]
     app.worker_main(argv)
@@ -107,6 +95,7 @@ def topology() -> None:
     click.echo(describe(settings_or_fail()))
 
 
+main.add_command(send)
 main.add_command(dead_letters)
 main.add_command(subscribers)
 
