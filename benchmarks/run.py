@@ -54,7 +54,7 @@ DRAMATIQ_QUEUE = "bench"
 #: How long the HTTP endpoint takes to answer each delivery.
 HTTP_DELAY_S = 0.05
 #: Highest rate of the latency measurement: well below what one sender
-#: and two pool processes handle, so it measures waiting, not queueing.
+#: and one worker handle, so it measures waiting, not queueing.
 LATENCY_RATE_PER_S = 100.0
 POLL_S = 0.01
 
@@ -254,16 +254,25 @@ def run_child(mode: str, env: dict[str, str], *args: str, timeout_s: float) -> A
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def celery_worker(concurrency: int) -> list[str]:
-    # The command the README gives, at its defaults: prefork pool, WARNING log.
-    return [
+#: Threads per process of both frameworks in the side-by-side drain.
+THREADS = 8
+#: The worker's default pool size (celeryconfig.py).
+DEFAULT_THREADS = 32
+
+
+def celery_worker(threads: int | None = None) -> list[str]:
+    """The command the README gives: a pool of threads, WARNING log.
+
+    ``threads`` sets ``-c``; ``None`` leaves the worker at its default.
+    """
+    command = [
         sys.executable, "-m", "celery", "-A", "notifications", "worker",
-        "-Q", "hr_queue", "-c", str(concurrency),
-        "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
+        "-Q", "hr_queue", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
     ]  # fmt: skip
+    return command + (["-c", str(threads)] if threads else [])
 
 
-def dramatiq_worker(processes: int, threads: int = 8) -> list[str]:
+def dramatiq_worker(processes: int, threads: int = THREADS) -> list[str]:
     return [
         sys.executable, "-m", "dramatiq", "benchmarks.dramatiq_actors",
         "--processes", str(processes), "--threads", str(threads),
@@ -561,7 +570,7 @@ class Drained:
 
 
 def drain_by(
-    command: list[str],
+    commands: list[list[str]],
     env: dict[str, str],
     url: str,
     queue: str,
@@ -569,25 +578,33 @@ def drain_by(
     expected: int,
     log: Path,
 ) -> Drained:
-    """Start a worker on a filled queue and time it until the sink has every message.
+    """Start workers on a filled queue and time them until the sink has every message.
 
-    The clock starts when the broker first lists a consumer on ``queue``
-    (so worker start-up is not counted) and stops at the last message's
+    The clock starts when the broker lists every worker as a consumer of
+    ``queue`` (so start-up is not counted) and stops at the last message's
     sink timestamp, written by the consumer as it handled it.
     """
     timeout_s = 120 + expected * 0.2
-    with running(command, env, log) as worker, watching(url) as watch:
-        start = watch.wait(queue, lambda _, consumers: consumers > 0, 120, "consumer")
+    with contextlib.ExitStack() as stack:
+        workers = [
+            stack.enter_context(running(command, env, log.with_suffix(f".{n}.log")))
+            for n, command in enumerate(commands)
+        ]
+        watch = stack.enter_context(watching(url))
+        start = watch.wait(
+            queue, lambda _, consumers: consumers >= len(commands), 120, "consumer"
+        )
         deadline = time.monotonic() + timeout_s
         while sink.count(sink_path) < expected:
-            worker.check_alive()
+            for worker in workers:
+                worker.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{sink.count(sink_path)} of {expected} handled in {timeout_s:g} s; "
                     f"see {log}"
                 )
             time.sleep(0.05)
-        rss = tree_rss_bytes(worker.process.pid) if worker.process else 0
+        rss = sum(tree_rss_bytes(w.process.pid) for w in workers if w.process)
         watch.wait(queue, lambda messages, _: messages == 0, 30, "empty queue")
     rows = sink.read(sink_path)
     if len({message_id for _, message_id in rows}) != expected:
@@ -603,7 +620,7 @@ def fill_with_send_many(url: str, data: Path, count: int) -> None:
 
 def measure_consuming(
     results: Results, count: int, work: Path
-) -> tuple[dict[str, Figure], dict[int, Drained]]:
+) -> tuple[dict[str, Figure], dict[str, Drained]]:
     print("Draining", count, "queued messages, each way in a fresh vhost:")
     rate = "msg/s"
     figures: dict[str, Figure] = {}
@@ -631,7 +648,7 @@ def measure_consuming(
                 url, Path(folder), BENCH_BROKER_URL=url, BENCH_SINK=f"{folder}/sink"
             )
             dramatiq[processes] = drain_by(
-                dramatiq_worker(processes),
+                [dramatiq_worker(processes)],
                 env,
                 url,
                 DRAMATIQ_QUEUE,
@@ -642,16 +659,34 @@ def measure_consuming(
         figures[key] = results.add(
             Figure(
                 "drain",
-                f"dramatiq, {processes} process(es) × 8 threads",
+                f"dramatiq, {processes} process(es) × {THREADS} threads",
                 dramatiq[processes].rate_per_s,
                 rate,
             )
         )
 
-    ours: dict[int, Drained] = {}
-    for concurrency in (1, 2):
-        key = f"drain-worker-{concurrency}"
-        with fresh_vhost(key) as url, tempfile.TemporaryDirectory(dir=work) as folder:
+    # The same processes and threads as dramatiq: N worker processes of
+    # THREADS threads each on the queue (Celery runs one pool per process).
+    # Then one worker at its defaults, as the README starts it.
+    ours: dict[str, Drained] = {}
+    setups = [
+        ("1", f"this worker, 1 process × {THREADS} threads", [celery_worker(THREADS)]),
+        (
+            "2",
+            f"this worker, 2 processes × {THREADS} threads",
+            [celery_worker(THREADS), celery_worker(THREADS)],
+        ),
+        (
+            "default",
+            f"this worker at its defaults ({DEFAULT_THREADS} threads)",
+            [celery_worker()],
+        ),
+    ]
+    for key, name, commands in setups:
+        with (
+            fresh_vhost(f"drain-worker-{key}") as url,
+            tempfile.TemporaryDirectory(dir=work) as folder,
+        ):
             data = Path(folder)
             fill_with_send_many(url, data / "sender", count)
             env = child_env(
@@ -660,29 +695,29 @@ def measure_consuming(
                 NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
                 BENCH_SINK=str(data / "sink"),
             )
-            ours[concurrency] = drain_by(
-                celery_worker(concurrency),
+            ours[key] = drain_by(
+                commands,
                 env,
                 url,
                 "hr_queue",
                 data / "sink",
                 count,
-                work / f"{key}.log",
+                work / f"drain-worker-{key}.log",
             )
-        figures[key] = results.add(
+        baseline = figures["drain-dramatiq-2" if key == "2" else "drain-dramatiq-1"]
+        figures[f"drain-worker-{key}"] = results.add(
             Figure(
                 "drain",
-                f"this worker -c {concurrency}, no-op delivery",
-                ours[concurrency].rate_per_s,
+                f"{name}, no-op delivery",
+                ours[key].rate_per_s,
                 rate,
-                versus={
-                    "dramatiq, same processes": figures[f"drain-dramatiq-{concurrency}"]
-                },
+                versus={"dramatiq, same processes": baseline},
                 ours=True,
             )
         )
+    mib = 1024 * 1024
+    dramatiq_rss_1: Figure | None = None
     for processes in (1, 2):
-        mib = 1024 * 1024
         dramatiq_rss = results.add(
             Figure(
                 "memory",
@@ -694,13 +729,27 @@ def measure_consuming(
         results.add(
             Figure(
                 "memory",
-                f"this worker -c {processes}, after draining",
-                ours[processes].rss_bytes / mib,
+                f"this worker, {processes} process(es) × {THREADS} threads, "
+                "after draining",
+                ours[str(processes)].rss_bytes / mib,
                 "MiB",
                 versus={"dramatiq, same processes": dramatiq_rss},
                 ours=True,
             )
         )
+        dramatiq_rss_1 = dramatiq_rss_1 or dramatiq_rss
+    if dramatiq_rss_1 is None:
+        raise RuntimeError("dramatiq's memory was not measured")
+    results.add(
+        Figure(
+            "memory",
+            f"this worker at its defaults ({DEFAULT_THREADS} threads), after draining",
+            ours["default"].rss_bytes / mib,
+            "MiB",
+            versus={"dramatiq, same processes": dramatiq_rss_1},
+            ours=True,
+        )
+    )
     return figures, ours
 
 
@@ -708,12 +757,14 @@ def measure_consuming(
 
 
 class SlowEndpoint(ThreadingHTTPServer):
-    """Answers every POST with 200 after HTTP_DELAY_S; remembers when."""
+    """Answers every POST with 200 after ``delay_s``; remembers when."""
 
     daemon_threads = True
+    request_queue_size = 256
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float) -> None:
         super().__init__((HOST, 0), _SlowHandler)
+        self.delay_s = delay_s
         self.answered: list[float] = []
         self.lock = threading.Lock()
 
@@ -723,7 +774,8 @@ class _SlowHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        time.sleep(HTTP_DELAY_S)
+        if self.server.delay_s:
+            time.sleep(self.server.delay_s)
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -734,10 +786,9 @@ class _SlowHandler(BaseHTTPRequestHandler):
         pass  # one line per request would swamp the terminal
 
 
-def measure_http(results: Results, count: int, work: Path, noop: Figure) -> None:
-    concurrency = 2
-    print(f"Delivering {count} notifications to an endpoint answering in 50 ms:")
-    server = SlowEndpoint()
+def deliver_over_http(count: int, work: Path, delay_s: float) -> float:
+    """Deliveries per second of the default worker through Apprise to an endpoint."""
+    server = SlowEndpoint(delay_s)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -749,32 +800,45 @@ def measure_http(results: Results, count: int, work: Path, noop: Figure) -> None
             env = child_env(
                 url, data / "worker", NOTIFICATIONS_SUBSCRIBERS=str(subscribers)
             )
-            log = work / "http-worker.log"
-            with (
-                running(celery_worker(concurrency), env, log) as worker,
-                watching(url) as watch,
-            ):
+            log = work / f"http-worker-{delay_s * 1000:g}ms.log"
+            with running(celery_worker(), env, log) as worker, watching(url) as watch:
                 start = watch.wait("hr_queue", lambda _, c: c > 0, 120, "consumer")
-                deadline = time.monotonic() + 120 + count * HTTP_DELAY_S * 4
+                deadline = time.monotonic() + 120 + count * max(delay_s, 0.01) * 4
                 while len(server.answered) < count:
                     worker.check_alive()
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{len(server.answered)} of {count} delivered")
                     time.sleep(0.05)
-            seconds = max(server.answered) - start
+            return count / (max(server.answered) - start)
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def measure_http(results: Results, count: int, work: Path, noop: Figure) -> None:
+    print(f"Delivering {count} notifications through Apprise to a local endpoint:")
+    instant = results.add(
+        Figure(
+            "http",
+            "this worker at its defaults, endpoint answering at once",
+            deliver_over_http(count, work, 0.0),
+            "deliveries/s",
+            versus={"same worker, no-op": noop},
+            ours=True,
+        )
+    )
     results.add(
         Figure(
             "http",
-            f"this worker -c {concurrency}, endpoint answering in 50 ms",
-            count / seconds,
+            "this worker at its defaults, endpoint answering in "
+            f"{HTTP_DELAY_S * 1000:g} ms",
+            deliver_over_http(count, work, HTTP_DELAY_S),
             "deliveries/s",
-            versus={"same worker, no-op": noop},
-            note=f"at most {concurrency / HTTP_DELAY_S:g}/s with {concurrency} processes "
-            "each waiting 50 ms per delivery",
+            versus={"same worker, no-op": noop, "endpoint answering at once": instant},
+            note=f"{DEFAULT_THREADS} threads wait on up to {DEFAULT_THREADS} "
+            f"requests at once: at most {DEFAULT_THREADS / HTTP_DELAY_S:g}/s from "
+            "waiting alone",
             ours=True,
         )
     )
@@ -786,7 +850,6 @@ def measure_http(results: Results, count: int, work: Path, noop: Figure) -> None
 def measure_latency(
     results: Results, seconds: float, work: Path, noop: Figure
 ) -> list[str]:
-    concurrency = 2
     # Below saturation: at most half of what the same worker drained.
     rate = min(LATENCY_RATE_PER_S, noop.value / 2)
     print(f"Latency of .delay() to delivered at {rate:.0f}/s for {seconds:g} s:")
@@ -799,9 +862,7 @@ def measure_latency(
             NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
             BENCH_SINK=str(sink_path),
         )
-        with running(
-            celery_worker(concurrency), env, work / "latency-worker.log"
-        ) as worker:
+        with running(celery_worker(), env, work / "latency-worker.log") as worker:
             with watching(url) as watch:
                 watch.wait("hr_queue", lambda _, c: c > 0, 120, "consumer")
             sent_path = data / "sent.json"
@@ -827,7 +888,7 @@ def measure_latency(
         results.add(
             Figure(
                 "latency",
-                f".delay() to delivered, {name}, -c {concurrency} at {rate:.0f}/s",
+                f".delay() to delivered, {name}, default worker at {rate:.0f}/s",
                 value,
                 "ms",
             )
@@ -944,7 +1005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     count = 200 if options.smoke else options.count
-    http_count = max(50, count // 10)
+    http_count = max(100, count // 5)
     latency_s = 2.0 if options.smoke else 5.0
     results = Results()
     started = time.monotonic()
@@ -953,7 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             measure_publishing(results, count, work)
             drains, _ = measure_consuming(results, count, work)
-            noop = drains["drain-worker-2"]
+            noop = drains["drain-worker-default"]
             measure_http(results, http_count, work, noop)
             notes = measure_latency(results, latency_s, work, noop)
         except (RuntimeError, TimeoutError, subprocess.SubprocessError):
@@ -964,7 +1025,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     notes += [
         f"http: {http_count} notifications; "
-        + next(f.note for f in results.figures if f.section == "http"),
+        + next(f.note for f in results.figures if f.section == "http" and f.note),
         "drain: clock from the broker listing the first consumer to the last "
         "message's sink timestamp; worker start-up is not counted.",
         "memory: summed VmRSS of the worker and its children once drained; pages "
