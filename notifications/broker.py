@@ -55,7 +55,13 @@ def watch_returns(producer: Any, settings: Settings) -> Iterator[None]:
     publisher confirm; py-amqp hands it to the channel's ``basic_return``
     handlers, so the confirm is still read and the channel stays in step.
     """
-    channel = getattr(producer, "channel", None)
+    with watch_channel_returns(getattr(producer, "channel", None), settings):
+        yield
+
+
+@contextmanager
+def watch_channel_returns(channel: Any, settings: Settings) -> Iterator[None]:
+    """:func:`watch_returns` for what is published on ``channel``."""
     events = getattr(channel, "events", None)
     if not settings.amqp or events is None:
         yield
@@ -73,6 +79,30 @@ def watch_returns(producer: Any, settings: Settings) -> Iterator[None]:
         events["basic_return"].discard(on_return)
     if returned:
         raise unroutable(settings, returned[0])
+
+
+@contextmanager
+def pooled_connection(pool: Any, settings: Settings) -> Iterator[Any]:
+    """A connection of ``pool``, connected, and dropped rather than returned on error.
+
+    The pool's connections remember which queues they declared, as for
+    ``.delay()``: a group's queue is declared on the first send only.
+    """
+    with broker_errors(settings):
+        connection = pool.acquire(block=True, timeout=settings.publish_timeout_s)
+    try:
+        with broker_errors(settings):
+            ensure_connected(connection, settings)
+        yield connection
+    except BaseException:
+        # A blocked broker never answers a polite close, so a connection
+        # in an unknown state is dropped, not handed to the next sender.
+        try:
+            connection.collect()
+        finally:
+            connection.release()
+        raise
+    connection.release()
 
 
 def ensure_connected(connection: Connection, settings: Settings) -> None:

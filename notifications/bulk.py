@@ -14,15 +14,19 @@ build it from scratch (:mod:`notifications.frames`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from amqp.exceptions import ConnectionError as AMQPConnectionError
 from celery.utils import uuid
 
 from notifications.application import app
-from notifications.broker import broker_errors, ensure_connected, unreachable, unroutable
+from notifications.broker import (
+    broker_errors,
+    pooled_connection,
+    unreachable,
+    unroutable,
+)
 from notifications.confirms import ConfirmWindow
 from notifications.errors import (
     BrokerError,
@@ -163,7 +167,7 @@ def send_many(
             )
         return ids
 
-    with _pooled_connection(settings) as connection:
+    with pooled_connection(app.pool, settings) as connection:
         if settings.amqp:
             _send_confirmed(connection, settings, group, title, ids, checked, batch_size)
         else:
@@ -188,30 +192,6 @@ def _check_text_at(settings: Settings, index: int, text: object) -> str:
 def _title_kwargs(title: str | None) -> dict[str, str]:
     # .delay("hr", text) sends no kwargs at all; keep the bodies identical.
     return {"title": title} if title else {}
-
-
-@contextmanager
-def _pooled_connection(settings: Settings) -> Iterator[Any]:
-    """A connection of the app's pool, dropped rather than returned on error.
-
-    The pool's connections remember which queues they declared, as for
-    ``.delay()``: a group's queue is declared on the first send only.
-    """
-    with broker_errors(settings):
-        connection = app.pool.acquire(block=True, timeout=settings.publish_timeout_s)
-    try:
-        with broker_errors(settings):
-            ensure_connected(connection, settings)
-        yield connection
-    except BaseException:
-        # A blocked broker never answers a polite close, so a connection
-        # in an unknown state is dropped, not handed to the next sender.
-        try:
-            connection.collect()
-        finally:
-            connection.release()
-        raise
-    connection.release()
 
 
 class _Publisher:

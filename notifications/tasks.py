@@ -28,19 +28,33 @@ import random
 from collections.abc import Collection
 from typing import Any
 
-from celery import Task
+from amqp import spec
+from amqp.exceptions import ConnectionError as AMQPConnectionError
+from amqp.exceptions import MessageNacked
+from celery import Task, signals
 from celery.result import AsyncResult
+from celery.utils import uuid
+from kombu.common import maybe_declare
 
 from notifications import dead_letter
 from notifications import store as records
 from notifications.application import app
-from notifications.broker import broker_errors, ensure_connected, watch_returns
+from notifications.broker import (
+    broker_errors,
+    ensure_connected,
+    pooled_connection,
+    unreachable,
+    watch_channel_returns,
+    watch_returns,
+)
 from notifications.delivery import deliver, log_outcome
 from notifications.errors import (
+    BrokerUnreachableError,
     NotificationsError,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from notifications.frames import TaskFrames
 from notifications.message import Notification, check_group, check_text, check_title
 from notifications.routing import SEND_NOTIFICATION
 from notifications.settings import UNROUTED, Settings, get_settings
@@ -57,6 +71,14 @@ PUBLISH_RETRY_POLICY = {
     "interval_step": 0.4,
     "interval_max": 1.0,
 }
+
+#: The options apply_async sets itself on AMQP. A call with any other
+#: option (countdown, priority, headers, link…) goes through Celery.
+OWN_OPTIONS = frozenset({"retry_policy", "mandatory", "timeout", "confirm_timeout"})
+
+#: Templates kept per process: one per (channel, group, title, thread).
+#: Titles are the caller's, so the cache is emptied rather than let grow.
+MAX_CACHED_FRAMES = 256
 
 DELIVERED = {"outcome": "delivered"}
 DEAD_LETTERED = {"outcome": "dead-lettered"}
@@ -77,14 +99,52 @@ class NotificationTask(Task):  # type: ignore[misc]
         producer: Any = None,
         **options: Any,
     ) -> AsyncResult:
+        """Check the notification, then publish it; see :class:`celery.Task`.
+
+        On AMQP a plain call (``.delay(group, text)``, a ``title``
+        keyword, a ``task_id``, no ``producer`` and no other option),
+        made outside a running task, is written to the broker directly
+        from a template of the message (:class:`~notifications.frames.TaskFrames`)
+        and its publisher confirm awaited: the message is the one Celery
+        would send, without most of the Python work of building it.
+        That path is taken only while no receiver is connected to
+        Celery's ``before_task_publish`` or ``after_task_publish``
+        signals, which it does not send, and while ``task-sent`` events
+        are off. Every other call goes through Celery's ``send_task``.
+
+        Raises
+        ------
+        UnknownGroupError, InvalidTextError, TypeError
+            Before anything is published.
+        UnroutableError
+            On AMQP, if no queue receives the notification.
+        BrokerError
+            If the broker could not be reached, refused the notification
+            or did not confirm it within ``NOTIFICATIONS_PUBLISH_TIMEOUT_S``.
+        """
         settings = get_settings()
         group, text, title = self._bind(args, kwargs)
-        check_group(settings, group)
-        check_text(settings, text)
-        check_title(title)
+        checked_group = check_group(settings, group)
+        checked_text = check_text(settings, text)
+        checked_title = check_title(title)
 
         if self.app.conf.task_always_eager:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
+
+        if (
+            settings.amqp
+            and producer is None
+            and options.keys() <= OWN_OPTIONS
+            and _plain_arguments(args, kwargs)
+            and self._nobody_else_involved()
+        ):
+            notification_id = task_id or uuid()
+            self._publish_directly(
+                settings, checked_group, checked_text, checked_title, notification_id
+            )
+            result = self.AsyncResult(notification_id)
+            result.ignored = True
+            return result
 
         options.setdefault("retry_policy", PUBLISH_RETRY_POLICY)
         if settings.amqp:
@@ -107,6 +167,99 @@ class NotificationTask(Task):  # type: ignore[misc]
                 with contextlib.suppress(Exception):
                     prod.connection.collect()
                 raise
+
+    def _nobody_else_involved(self) -> bool:
+        """Whether skipping Celery's send_task changes nothing anyone sees."""
+        app = self.app
+        return (
+            self.ignore_result
+            # From inside a task, Celery links the message to its parent.
+            and app.current_worker_task is None
+            and not signals.before_task_publish.receivers
+            and not signals.after_task_publish.receivers
+            and not app.conf.task_send_sent_event
+        )
+
+    def _publish_directly(
+        self,
+        settings: Settings,
+        group: str,
+        text: str,
+        title: str | None,
+        notification_id: str,
+    ) -> None:
+        """Write the message of one notification and wait for its confirm.
+
+        A pooled connection that the broker closed (a restart, say) looks
+        alive until it is written to: then the notification is written
+        once more on a new connection. Had the first write reached the
+        broker after all, workers still deliver that id once.
+        """
+        try:
+            self._publish_once(settings, group, text, title, notification_id)
+        except BrokerUnreachableError as exc:
+            lost = exc.__cause__
+            if isinstance(lost, TimeoutError) or not isinstance(
+                lost, (AMQPConnectionError, ConnectionError)
+            ):
+                raise
+            logger.debug("Connection lost while sending (%s); sending again.", lost)
+            self._publish_once(settings, group, text, title, notification_id)
+
+    def _publish_once(
+        self,
+        settings: Settings,
+        group: str,
+        text: str,
+        title: str | None,
+        notification_id: str,
+    ) -> None:
+        timeout_s = settings.publish_timeout_s
+        with (
+            pooled_connection(self.app.pool, settings) as connection,
+            broker_errors(settings),
+        ):
+            channel = connection.default_channel
+            frames = self._frames(channel, group, title)
+            # Declared once per connection, which remembers it in Kombu's
+            # own cache: the same one .delay() through Celery consults.
+            if hash(frames.queue) not in connection.declared_entities:
+                maybe_declare(frames.queue, channel)
+            try:
+                with watch_channel_returns(channel, settings):
+                    _publish_confirmed(
+                        channel, frames.render(notification_id, text), timeout_s
+                    )
+            except NotificationsError:
+                raise
+            except (AMQPConnectionError, OSError, MessageNacked) as exc:
+                # py-amqp's connection errors are not the builtin one; a
+                # socket timeout is an OSError. A nack comes out as the
+                # same error as through Celery.
+                raise unreachable(settings, exc) from exc
+
+    def _frames(self, channel: Any, group: str, title: str | None) -> TaskFrames:
+        """The template for ``group`` and ``title`` on ``channel``, made once."""
+        cache: dict[tuple[object, ...], TaskFrames] = self.__dict__.setdefault(
+            "_frames_cache", {}
+        )
+        frame_max = channel.connection.frame_max
+        # reply_to is the sending thread's id: one template per thread.
+        key = (channel.channel_id, frame_max, group, title, self.app.thread_oid)
+        frames = cache.get(key)
+        if frames is None:
+            if len(cache) >= MAX_CACHED_FRAMES:
+                cache.clear()
+            frames = cache[key] = TaskFrames(
+                self.app,
+                self,
+                group,
+                title,
+                channel_id=channel.channel_id,
+                frame_max=frame_max,
+                mandatory=True,
+            )
+        return frames
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # A producer elsewhere may send too few or too many arguments; that
@@ -141,6 +294,47 @@ class NotificationTask(Task):  # type: ignore[misc]
             ) from None
         arguments = bound.arguments
         return arguments["group"], arguments["text"], arguments.get("title")
+
+
+def _plain_arguments(args: Any, kwargs: Any) -> bool:
+    """Whether the call is ``(group, text)`` plus at most a non-empty ``title``.
+
+    Those are the arguments a template renders; ``title=None`` or
+    arguments passed by keyword make another message body.
+    """
+    if not isinstance(args, (tuple, list)) or len(args) != 2:
+        return False
+    if not kwargs:
+        return True
+    return len(kwargs) == 1 and bool(kwargs.get("title"))
+
+
+def _raise_on_nack(method: Any, *args: Any) -> None:
+    if method == spec.Basic.Nack:
+        raise MessageNacked()
+
+
+def _publish_confirmed(channel: Any, frames: bytes, timeout_s: float) -> None:
+    """Write ``frames`` on ``channel`` and wait for the broker's confirm.
+
+    Raises
+    ------
+    MessageNacked
+        If the broker refused the message.
+    TimeoutError
+        If the broker did not take the bytes, or confirm, within ``timeout_s``.
+    """
+    if not channel._confirm_selected:
+        channel._confirm_selected = True
+        channel.confirm_select()
+    transport = channel.connection.transport
+    # A broker that blocks publishers (memory or disk alarm) stops
+    # reading: without a timeout the write would wait for ever.
+    with transport.having_timeout(timeout_s):
+        transport.write(frames)
+    channel.wait(
+        [spec.Basic.Ack, spec.Basic.Nack], callback=_raise_on_nack, timeout=timeout_s
+    )
 
 
 def check_received(

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 from kombu import Connection
 
 from notifications import (
+    BrokerUnreachableError,
     InvalidTextError,
     InvalidTextTypeError,
     UnknownGroupError,
@@ -124,6 +126,66 @@ def test_each_message_is_the_one_delay_sends(
     assert bulk.properties["delivery_mode"] == 2  # persistent
     assert bulk.properties["content_type"] == "application/json"
     assert json.loads(bulk.body)[0] == ["hr", text]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("Same text", None),
+        ('It\'s "quoted",\nwith a title', "Don't"),
+        ("é" * 32_768, None),
+    ],
+    ids=["plain", "title", "over-frame-max"],
+)
+def test_a_direct_delay_sends_the_message_celery_sends(
+    rabbitmq: Broker, text: str, title: str | None
+):
+    # Given a plain .delay(), written directly, and the same notification
+    # with an empty headers option, which only Celery's send_task takes...
+    direct = send_notification.delay("hr", text, **titled(title)).id
+    through_celery = send_notification.apply_async(
+        ("hr", text), titled(title), headers={}
+    ).id
+
+    # ...the two messages on the queue differ only in their ids.
+    first, second = rabbitmq.take_all()
+    assert (first.headers["id"], second.headers["id"]) == (direct, through_celery)
+    assert as_a_worker_sees_it(first) == as_a_worker_sees_it(second)
+
+
+@pytest.mark.rabbitmq
+def test_a_before_task_publish_receiver_is_still_called(rabbitmq: Broker):
+    # Given someone listening to Celery's before_task_publish signal...
+    seen: list[str] = []
+
+    def receiver(headers: dict[str, Any], **_: Any) -> None:
+        seen.append(headers["id"])
+
+    before_task_publish.connect(receiver)
+    try:
+        # ...a plain .delay() goes through Celery and reaches it.
+        notification_id = send_notification.delay("hr", "Signalled").id
+    finally:
+        before_task_publish.disconnect(receiver)
+
+    assert seen == [notification_id]
+    assert [m.headers["id"] for m in rabbitmq.take_all()] == [notification_id]
+
+
+@pytest.mark.rabbitmq
+def test_a_direct_delay_the_broker_refuses_raises_as_through_celery(rabbitmq: Broker):
+    send_notification.delay("hr", "Fits")
+
+    with rabbitmq.refusing_beyond("hr_queue", 1):
+        with pytest.raises(BrokerUnreachableError) as direct:
+            send_notification.delay("hr", "Refused")
+        with pytest.raises(BrokerUnreachableError) as through_celery:
+            send_notification.apply_async(("hr", "Refused"), headers={})
+
+    assert "\n" not in str(direct.value)
+    assert str(direct.value).split(" (")[0] == str(through_celery.value).split(" (")[0]
+    assert rabbitmq.count("hr_queue") == 1
 
 
 @pytest.mark.rabbitmq

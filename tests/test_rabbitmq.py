@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from kombu import Connection, Exchange
 
@@ -11,7 +13,7 @@ from notifications import (
     UnknownGroupError,
     send_notification,
 )
-from tests.helpers import Broker
+from tests.helpers import Broker, rabbitmqctl
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -129,3 +131,20 @@ def test_a_fanout_exchange_of_the_same_name_stops_the_sender_with_advice(
     message = str(caught.value)
     assert "with type 'fanout'" in message
     assert "NOTIFICATIONS_EXCHANGE" in message
+
+
+def test_a_send_after_the_broker_closed_the_connection_goes_through(rabbitmq: Broker):
+    # The pooled connection is open and idle, as in an app between requests.
+    send_notification.delay("hr", "Before")
+    # The broker drops every connection of this vhost (a restart does the
+    # same); the pool still holds the dead one.
+    rabbitmqctl("close_all_connections", "-p", rabbitmq.vhost, "test")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and rabbitmq.vhost in rabbitmqctl(
+        "list_connections", "vhost"
+    ):
+        time.sleep(0.1)
+
+    send_notification.delay("hr", "After")
+
+    assert rabbitmq.count("hr_queue") == 2
