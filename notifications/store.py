@@ -181,7 +181,75 @@ class _Guarded:
             self._connection = None
 
 
-class SQLiteStore(_Guarded):
+class _SQLStore(_Guarded):
+    """Records in a table ``(key, value, expires)``, one statement per call.
+
+    SQLite and PostgreSQL speak the same upsert; they differ in the driver's
+    placeholder and in how a text counter is added to.
+    """
+
+    TABLE: str
+    PLACEHOLDER: str
+    #: The counter's next value, from the existing row ``r``.
+    NEXT_COUNT: str
+
+    def __init__(self, ttl_s: float) -> None:
+        super().__init__()
+        self.ttl_s = ttl_s
+        self._writes = 0
+        # Only the class's own table name and the driver's placeholder are
+        # formatted in; every value is a bound parameter.
+        table, p = self.TABLE, self.PLACEHOLDER
+        self._select = f"SELECT value FROM {table} WHERE key = {p} AND expires > {p}"  # noqa: S608
+        self._upsert = (
+            f"INSERT INTO {table} (key, value, expires) VALUES ({p}, {p}, {p}) "  # noqa: S608
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+            "expires = excluded.expires"
+        )
+        # An expired counter starts again at one.
+        self._count = (
+            f"INSERT INTO {table} AS r (key, value, expires) VALUES ({p}, '1', {p}) "  # noqa: S608
+            f"ON CONFLICT (key) DO UPDATE SET value = CASE WHEN r.expires > {p} "
+            f"THEN {self.NEXT_COUNT} ELSE '1' END, expires = excluded.expires "
+            "RETURNING value"
+        )
+        self._purge = f"DELETE FROM {table} WHERE expires <= {p}"  # noqa: S608
+        self._delete = f"DELETE FROM {table} WHERE key = {p}"  # noqa: S608
+
+    def get(self, key: str) -> str | None:
+        row = self._call(
+            lambda db: db.execute(self._select, (key, time.time())).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def put(self, key: str, value: str) -> None:
+        def write(db: Any) -> None:
+            now = time.time()
+            db.execute(self._upsert, (key, value, now + self.ttl_s))
+            self._writes += 1
+            if self._writes % PURGE_EVERY == 0:
+                db.execute(self._purge, (now,))
+
+        self._call(write)
+
+    def increment(self, key: str) -> int:
+        def add_one(db: Any) -> int:
+            now = time.time()
+            return int(
+                db.execute(self._count, (key, now + self.ttl_s, now)).fetchone()[0]
+            )
+
+        return self._call(add_one)
+
+    def forget(self, *keys: str) -> None:
+        def delete(db: Any) -> None:
+            for key in keys:
+                db.execute(self._delete, (key,))
+
+        self._call(delete)
+
+
+class SQLiteStore(_SQLStore):
     """Records in an SQLite file, shared by the worker processes of one machine.
 
     Each thread reads through a connection of its own: with write-ahead
@@ -192,12 +260,14 @@ class SQLiteStore(_Guarded):
     take turns.
     """
 
+    TABLE = "records"
+    PLACEHOLDER = "?"
+    NEXT_COUNT = "CAST(CAST(r.value AS INTEGER) + 1 AS TEXT)"
+
     def __init__(self, path: Path, ttl_s: float) -> None:
-        super().__init__()
+        super().__init__(ttl_s)
         self.path = path
-        self.ttl_s = ttl_s
         self.location = str(path)
-        self._writes = 0
         self._readers = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
@@ -235,14 +305,7 @@ class SQLiteStore(_Guarded):
 
     def get(self, key: str) -> str | None:
         try:
-            row = (
-                self._reader()
-                .execute(
-                    "SELECT value FROM records WHERE key = ? AND expires > ?",
-                    (key, time.time()),
-                )
-                .fetchone()
-            )
+            row = self._reader().execute(self._select, (key, time.time())).fetchone()
         except sqlite3.Error as exc:
             self._readers.pid = None
             raise StoreError(
@@ -250,44 +313,6 @@ class SQLiteStore(_Guarded):
                 f"{self._reason(exc)}"
             ) from exc
         return None if row is None else str(row[0])
-
-    def put(self, key: str, value: str) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            now = time.time()
-            db.execute(
-                "INSERT INTO records (key, value, expires) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "expires = excluded.expires",
-                (key, value, now + self.ttl_s),
-            )
-            self._writes += 1
-            if self._writes % PURGE_EVERY == 0:
-                db.execute("DELETE FROM records WHERE expires <= ?", (now,))
-
-        self._call(write)
-
-    def increment(self, key: str) -> int:
-        def add_one(db: sqlite3.Connection) -> int:
-            now = time.time()
-            row = db.execute(
-                "INSERT INTO records (key, value, expires) VALUES (?, '1', ?) "
-                "ON CONFLICT (key) DO UPDATE SET "
-                " value = CASE WHEN records.expires > ? "
-                "  THEN CAST(CAST(records.value AS INTEGER) + 1 AS TEXT) ELSE '1' END,"
-                " expires = excluded.expires "
-                "RETURNING value",
-                (key, now + self.ttl_s, now),
-            ).fetchone()
-            return int(row[0])
-
-        return self._call(add_one)
-
-    def forget(self, *keys: str) -> None:
-        self._call(
-            lambda db: db.executemany(
-                "DELETE FROM records WHERE key = ?", [(key,) for key in keys]
-            )
-        )
 
 
 class RedisStore(_Guarded):
@@ -332,15 +357,17 @@ class RedisStore(_Guarded):
             self._call(lambda r: r.delete(*(self.PREFIX + key for key in keys)))
 
 
-class PostgresStore(_Guarded):
+class PostgresStore(_SQLStore):
     """Records in a PostgreSQL table, ``notifications_delivered``."""
 
+    TABLE = "notifications_delivered"
+    PLACEHOLDER = "%s"
+    NEXT_COUNT = "(r.value::integer + 1)::text"
+
     def __init__(self, url: str, ttl_s: float) -> None:
-        super().__init__()
+        super().__init__(ttl_s)
         self.url = "postgresql://" + url.split("://", 1)[1]
-        self.ttl_s = ttl_s
         self.location = mask_url(url)
-        self._writes = 0
 
     def _connect(self) -> Any:
         try:
@@ -361,58 +388,6 @@ class PostgresStore(_Guarded):
             "ON notifications_delivered (expires)"
         )
         return connection
-
-    def get(self, key: str) -> str | None:
-        row = self._call(
-            lambda c: c.execute(
-                "SELECT value FROM notifications_delivered "
-                "WHERE key = %s AND expires > %s",
-                (key, time.time()),
-            ).fetchone()
-        )
-        return None if row is None else str(row[0])
-
-    def put(self, key: str, value: str) -> None:
-        def write(c: Any) -> None:
-            now = time.time()
-            c.execute(
-                "INSERT INTO notifications_delivered (key, value, expires) "
-                "VALUES (%s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
-                "value = excluded.value, expires = excluded.expires",
-                (key, value, now + self.ttl_s),
-            )
-            self._writes += 1
-            if self._writes % PURGE_EVERY == 0:
-                c.execute(
-                    "DELETE FROM notifications_delivered WHERE expires <= %s", (now,)
-                )
-
-        self._call(write)
-
-    def increment(self, key: str) -> int:
-        def add_one(c: Any) -> int:
-            now = time.time()
-            row = c.execute(
-                "INSERT INTO notifications_delivered AS r (key, value, expires) "
-                "VALUES (%s, '1', %s) ON CONFLICT (key) DO UPDATE SET "
-                " value = CASE WHEN r.expires > %s "
-                "  THEN (r.value::integer + 1)::text ELSE '1' END,"
-                " expires = excluded.expires "
-                "RETURNING value",
-                (key, now + self.ttl_s, now),
-            ).fetchone()
-            return int(row[0])
-
-        return self._call(add_one)
-
-    def forget(self, *keys: str) -> None:
-        if keys:
-            self._call(
-                lambda c: c.execute(
-                    "DELETE FROM notifications_delivered WHERE key = ANY(%s)",
-                    (list(keys),),
-                )
-            )
 
 
 __all__ = [
