@@ -68,9 +68,25 @@ class Target:
         # its result is reported apart from the others'.
         import apprise
 
-        one = apprise.Apprise()
+        one = apprise.Apprise(asset=_asset())
         one.add(self.service)
         return one
+
+
+def _asset() -> Any:
+    """Apprise's settings for workers: send in the calling thread.
+
+    A worker's threads already send many notifications at once. Left to
+    itself, Apprise hands each send that has a deadline (its
+    ``service_timeout``, 60 s by default) to one process-wide pool of
+    min(32, cores + 4) threads: 6 on two cores, which capped a worker of
+    32 threads at 6 deliveries in flight. Without that deadline a send
+    runs in the worker's thread, still bounded by the service's own
+    connect and read timeouts.
+    """
+    import apprise
+
+    return apprise.AppriseAsset(async_mode=False, service_timeout=0)
 
 
 def classify(report: str) -> type[TransientDeliveryError] | type[PermanentDeliveryError]:
@@ -110,9 +126,9 @@ class Subscribers:
                 "of an Apprise configuration file (YAML or TEXT)."
             )
         with apprise.LogCapture(level=logging.ERROR) as captured:
-            config = apprise.AppriseConfig()
+            config = apprise.AppriseConfig(asset=_asset())
             config.add(str(path))
-            everyone = apprise.Apprise()
+            everyone = apprise.Apprise(asset=_asset())
             everyone.add(config)
             loaded = list(everyone)
         problems = [

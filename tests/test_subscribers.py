@@ -7,7 +7,10 @@ server. Nothing between the worker and those servers is replaced.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -373,3 +376,69 @@ def test_an_unusable_subscriber_is_reported_at_start_and_dead_lettered_per_notif
     assert notification_id in listed.stdout
     assert "bad_subscriber" in listed.stdout
     assert "Hidden-pw-42" not in listed.stdout + worker.output
+
+
+class _SlowWebhook(http.server.ThreadingHTTPServer):
+    """Answers every POST after a second; counts the requests in flight."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SlowHandler)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.answered = 0
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    server: _SlowWebhook
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.most_in_flight = max(
+                self.server.most_in_flight, self.server.in_flight
+            )
+        time.sleep(1.0)
+        with self.server.lock:
+            self.server.in_flight -= 1
+            self.server.answered += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.rabbitmq
+def test_a_worker_waits_on_as_many_slow_subscribers_at_once_as_it_has_threads(
+    rabbitmq: Broker, data_dir, tmp_path
+):
+    server = _SlowWebhook()
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    subscribers = tmp_path / "subscribers.txt"
+    subscribers.write_text(f"hr=json://127.0.0.1:{server.server_port}/\n")
+    worker = WorkerProcess(
+        worker_command(
+            "hr_queue", name=f"threads-{uuid.uuid4().hex[:6]}", pool="threads",
+            concurrency=12,
+        ),
+        rabbitmq_env(rabbitmq, data_dir, subscribers),
+        tmp_path,
+    ).start()  # fmt: skip
+    try:
+        worker.wait_ready()
+        for n in range(12):
+            send_notification.delay("hr", f"Slow target {n}")
+        assert worker.wait_for(lambda: server.answered >= 12, 60), worker.output[-3000:]
+    finally:
+        worker.stop()
+        server.shutdown()
+        server.server_close()
+
+    # Twelve threads, twelve requests waiting on the target at the same time.
+    assert server.most_in_flight == 12
