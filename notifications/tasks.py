@@ -282,6 +282,9 @@ class NotificationTask(Task):  # type: ignore[misc]
         return super().__call__(*args, **kwargs)
 
     def _bind(self, args: Any, kwargs: Any) -> tuple[object, object, object]:
+        if not kwargs and isinstance(args, (tuple, list)) and len(args) == 2:
+            # .delay(group, text): nothing to bind.
+            return args[0], args[1], None
         signature = self.__dict__.get("_signature")
         if signature is None:
             # Computed once: inspect.signature costs more than the checks.
