@@ -195,18 +195,21 @@ class NotificationTask(Task):  # type: ignore[misc]
         once more on a new connection. Had the first write reached the
         broker after all, workers still deliver that id once.
         """
-        try:
-            self._publish_once(settings, group, text, title, notification_id)
-        except BrokerUnreachableError as exc:
-            lost = exc.__cause__
-            if isinstance(lost, TimeoutError) or not isinstance(
-                lost, (AMQPConnectionError, ConnectionError)
-            ):
-                raise
-            logger.debug("Connection lost while sending (%s); sending again.", lost)
-            self._publish_once(settings, group, text, title, notification_id)
+        for attempt in (1, 2):
+            try:
+                self._write_and_confirm(settings, group, text, title, notification_id)
+                return
+            except BrokerUnreachableError as exc:
+                lost = exc.__cause__
+                if (
+                    attempt == 2
+                    or isinstance(lost, TimeoutError)
+                    or not isinstance(lost, (AMQPConnectionError, ConnectionError))
+                ):
+                    raise
+                logger.debug("Connection lost while sending (%s); sending again.", lost)
 
-    def _publish_once(
+    def _write_and_confirm(
         self,
         settings: Settings,
         group: str,
