@@ -89,6 +89,13 @@ worker_concurrency = 1 if _settings.embedded else 32
 # notifications that an idle one could be delivering. Anything prefetched
 # goes back to the queue if the worker dies.
 worker_prefetch_multiplier = 1
+# After a lost connection Celery lowers the prefetch and raises it again
+# from the acknowledgement of each task. With the threads pool that ack
+# runs in a pool thread, whose basic.qos waits for an answer that the main
+# loop reads first: the threads hung and the worker stalled at a reduced
+# prefetch after a broker restart (seen in a fault test, with py-spy).
+# The full prefetch at once is what a fresh worker gets anyway.
+worker_enable_prefetch_count_reduction = False
 # A pool process killed mid-delivery (OOM, SIGKILL) puts the notification
 # back on its queue instead of losing it; the store of delivered ids and the
 # redelivery cap keep that from becoming a duplicate or a loop.
