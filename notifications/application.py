@@ -8,5 +8,7 @@ from notifications import embedded
 
 embedded.register()
 
-app = Celery("notifications")
+# Task messages without the protocol 2 headers that only repeat a default,
+# which every worker would otherwise decode for every notification.
+app = Celery("notifications", amqp="notifications.protocol:NotificationAMQP")
 app.config_from_object("celeryconfig")
