@@ -80,8 +80,11 @@ OWN_OPTIONS = frozenset({"retry_policy", "mandatory", "timeout", "confirm_timeou
 #: Titles are the caller's, so the cache is emptied rather than let grow.
 MAX_CACHED_FRAMES = 256
 
-DELIVERED = {"outcome": "delivered"}
-DEAD_LETTERED = {"outcome": "dead-lettered"}
+#: What the task returns, as Flower shows it. A short string: the tracer
+#: formats every return value with saferepr, which takes three times as
+#: long for a one-key dict (about 5 µs more per notification).
+DELIVERED = records.DELIVERED
+DEAD_LETTERED = records.DEAD_LETTERED
 
 
 class NotificationTask(Task):  # type: ignore[misc]
@@ -421,7 +424,7 @@ def record(store: Store, key: str, value: str, notification: Notification) -> No
 
 def send_dead_letter(
     task: Task, letter: dead_letter.DeadLetter, queue_group: str | None = None
-) -> dict[str, str]:
+) -> str:
     dead_letter.send(task.app, get_settings(), letter, queue_group)
     return DEAD_LETTERED
 
@@ -444,7 +447,7 @@ def arrived_for(task: Task) -> str | None:
 )
 def send_notification(
     self: NotificationTask, group: str, text: str, title: str | None = None
-) -> dict[str, str]:
+) -> str:
     """Deliver ``text`` (and ``title``, if any) to the subscribers of ``group``."""
     settings = get_settings()
     try:
