@@ -13,7 +13,7 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup
 
-from notifications import topology
+from notifications import keepalive, topology
 from notifications.broker import broker_errors, ensure_connected
 from notifications.errors import BrokerError, BrokerUnreachableError
 from notifications.settings import get_settings
@@ -59,6 +59,7 @@ def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> N
     # Sent once logging is set up and before the worker consumes anything.
     settings = get_settings()
     decode_json_with_one_decoder()
+    keepalive.reuse_connections()
     groups = consumed_groups(instance)
     logger.info(
         "Worker for groups %s uses %s.", ", ".join(groups), settings.masked_broker_url

@@ -51,6 +51,9 @@ class Request:
     body: bytes
     authorization: str
     status: int
+    #: The client's port: requests sent over one connection share it.
+    client_port: int = 0
+    cookie: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -64,6 +67,8 @@ class Webhook:
 
     ``/bad`` answers 400 Bad Request; ``/flaky`` answers 503 to its first
     ``flaky_failures`` requests and 200 afterwards; every other path 200.
+    ``/cookie`` also sets a cookie. Connections stay open between requests
+    (HTTP/1.1), as they do at Slack and most webhook endpoints.
     """
 
     def __init__(self, flaky_failures: int = 0) -> None:
@@ -110,6 +115,8 @@ class Webhook:
         webhook = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -122,9 +129,13 @@ class Webhook:
                             body=body,
                             authorization=self.headers.get("Authorization", ""),
                             status=status,
+                            client_port=self.client_address[1],
+                            cookie=self.headers.get("Cookie", ""),
                         )
                     )
                 self.send_response(status)
+                if self.path == "/cookie":
+                    self.send_header("Set-Cookie", "session=from-the-endpoint; Path=/")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
