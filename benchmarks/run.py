@@ -223,6 +223,22 @@ def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[Back
         background.stop()
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, as /proc lists them now."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name is in parentheses and may hold spaces.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(children.get(current, []))
+    return found
+
+
 def tree_rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` and all its descendants, summed.
 
@@ -230,21 +246,32 @@ def tree_rss_bytes(pid: int) -> int:
     process, so this overstates a prefork pool; dramatiq's processes are
     forked too and overstated the same way.
     """
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            # The command name is in parentheses and may hold spaces.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        pending.extend(children.get(current, []))
+    total = 0
+    for current in process_tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
     return total
+
+
+_CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pids`` and their descendants.
+
+    Counts every thread of each process, and the processes alive now: a
+    worker's pool processes live as long as the measurement.
+    """
+    user = system = 0
+    for pid in pids:
+        for current in process_tree(pid):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1]
+                utime, stime = fields.split()[11:13]
+                user, system = user + int(utime), system + int(stime)
+    return user / _CLOCK_TICKS_PER_S, system / _CLOCK_TICKS_PER_S
 
 
 def run_child(mode: str, env: dict[str, str], *args: str, timeout_s: float) -> Any:
@@ -576,6 +603,8 @@ class Drained:
     rate_per_s: float
     rss_bytes: int
     seconds: float
+    #: CPU the workers spent per message while draining: user, system.
+    cpu_us: tuple[float, float] = (0.0, 0.0)
 
 
 def drain_by(
@@ -603,6 +632,8 @@ def drain_by(
         start = watch.wait(
             queue, lambda _, consumers: consumers >= len(commands), 120, "consumer"
         )
+        pids = [w.process.pid for w in workers if w.process]
+        cpu_before = tree_cpu_s(pids)
         deadline = time.monotonic() + timeout_s
         while sink.count(sink_path) < expected:
             for worker in workers:
@@ -613,13 +644,23 @@ def drain_by(
                     f"see {log}"
                 )
             time.sleep(0.05)
-        rss = sum(tree_rss_bytes(w.process.pid) for w in workers if w.process)
+        cpu_after = tree_cpu_s(pids)
+        rss = sum(tree_rss_bytes(pid) for pid in pids)
         watch.wait(queue, lambda messages, _: messages == 0, 30, "empty queue")
     rows = sink.read(sink_path)
     if len({message_id for _, message_id in rows}) != expected:
         raise RuntimeError(f"{len(rows)} recorded, not {expected} distinct messages")
     seconds = max(stamp for stamp, _ in rows) - start
-    return Drained(expected / seconds, rss, seconds)
+    user_us, system_us = (
+        (after - before) / expected * 1e6
+        for before, after in zip(cpu_before, cpu_after, strict=True)
+    )
+    return Drained(expected / seconds, rss, seconds, (user_us, system_us))
+
+
+def cpu_split(drained: Drained) -> str:
+    user_us, system_us = drained.cpu_us
+    return f"{user_us:.0f} µs user + {system_us:.0f} µs system"
 
 
 def fill_with_send_many(url: str, data: Path, count: int) -> None:
@@ -724,6 +765,34 @@ def measure_consuming(
                 ours=True,
             )
         )
+    # CPU per message says where a throughput ratio comes from: the
+    # workers share two cores with RabbitMQ, so one that spends twice the
+    # CPU per message drains at about half the rate.
+    cpu_unit = "µs CPU/msg"
+    dramatiq_cpu: dict[int, Figure] = {}
+    for processes in (1, 2):
+        dramatiq_cpu[processes] = results.add(
+            Figure(
+                "cpu",
+                f"dramatiq, {processes} process(es) × {THREADS} threads",
+                sum(dramatiq[processes].cpu_us),
+                cpu_unit,
+                note=cpu_split(dramatiq[processes]),
+            )
+        )
+    for key, name, _ in setups:
+        results.add(
+            Figure(
+                "cpu",
+                name,
+                sum(ours[key].cpu_us),
+                cpu_unit,
+                versus={"dramatiq, same processes": dramatiq_cpu[2 if key == "2" else 1]},
+                note=cpu_split(ours[key]),
+                ours=True,
+            )
+        )
+
     mib = 1024 * 1024
     dramatiq_rss_1: Figure | None = None
     for processes in (1, 2):
@@ -805,6 +874,9 @@ class SlowEndpoint(ThreadingHTTPServer):
 
 class _SlowHandler(BaseHTTPRequestHandler):
     server: SlowEndpoint
+    # Keeps a connection open between requests, as Slack and most webhook
+    # endpoints do; BaseHTTPRequestHandler closes it after each by default.
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -1014,6 +1086,112 @@ def profile_delay(count: int) -> None:
         raise SystemExit(result.returncode)
 
 
+#: Layers a sampled stack belongs to wherever in it they appear: what
+#: they call (socket writes, SQL) counts as theirs.
+WORKER_CALLERS = [
+    ("Channel.basic_ack", "acknowledgement (py-amqp writing basic.ack)"),
+    ("notifications/store.py", "store of delivered ids (SQLite)"),
+    ("benchmarks/sink.py", "benchmark sink (the no-op delivery)"),
+]
+#: Otherwise, the first frame from the leaf that names one of these
+#: (file fragment, layer).
+WORKER_LAYERS = [
+    ("notifications/", "this project's checks, delivery and logging"),
+    ("json/", "JSON decoding of the body"),
+    ("amqp/serialization.py", "py-amqp: decoding method and header frames"),
+    ("celery/app/trace.py", "Celery: tracer (task context, signals, result)"),
+    ("celery/app/task.py", "Celery: tracer (task context, signals, result)"),
+    ("kombu/message.py", "Kombu: message object, acknowledgement"),
+    ("amqp/channel.py", "py-amqp: channel methods (deliver, ack)"),
+    ("amqp/", "py-amqp: reading frames from the socket"),
+    ("concurrent/futures", "thread pool: hand-off and wake-ups"),
+    ("celery/concurrency", "thread pool: hand-off and wake-ups"),
+    ("celery/worker/request.py", "Celery: Request object"),
+    ("celery/worker/", "Celery: consumer and strategy"),
+    ("kombu/", "Kombu: event loop and consumer"),
+    ("vine/", "Kombu: event loop and consumer"),
+]
+
+
+def worker_layer(frames: list[str]) -> str:
+    for marker, layer in WORKER_CALLERS:
+        if any(marker in frame for frame in frames):
+            return layer
+    for frame in reversed(frames):
+        for fragment, layer in WORKER_LAYERS:
+            if fragment in frame:
+                return layer
+    return "other"
+
+
+def profile_worker(count: int, out: Path) -> None:
+    """Sample a draining worker with py-spy; print its time by layer.
+
+    The worker runs as in the side-by-side drain (one process, THREADS
+    threads, a no-op delivery). py-spy samples only the thread holding the
+    GIL, so the shares are of the interpreter's time; the CPU the process
+    spends outside it (system calls, waking threads) is printed apart.
+    """
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("py-spy is not on PATH: pip install py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "worker-profile.txt"
+    with (
+        fresh_vhost("profile-worker") as url,
+        tempfile.TemporaryDirectory(prefix="notifications-bench-") as folder,
+    ):
+        data = Path(folder)
+        fill_with_send_many(url, data / "sender", count)
+        env = child_env(
+            url,
+            data / "worker",
+            NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
+            BENCH_SINK=str(data / "sink"),
+        )
+        log = data / "worker.log"
+        with running(celery_worker(THREADS), env, log) as worker, watching(url) as watch:
+            watch.wait("hr_queue", lambda _, c: c > 0, 120, "consumer")
+            if worker.process is None:
+                raise RuntimeError("the worker did not start")
+            pid = worker.process.pid
+            cpu_before, handled_before = tree_cpu_s([pid]), sink.count(data / "sink")
+            # Sampling slows the worker to about 1,000 a second: the queue
+            # must not run dry while it is sampled.
+            duration_s = max(2, int(count / 1500))
+            subprocess.run(
+                [py_spy, "record", "--gil", "--rate", "400",
+                 "--duration", str(duration_s), "--format", "raw",
+                 "--output", str(raw), "--pid", str(pid)],
+                check=True, capture_output=True, timeout=duration_s + 60,
+            )  # fmt: skip
+            cpu_after, handled_after = tree_cpu_s([pid]), sink.count(data / "sink")
+
+    handled = max(1, handled_after - handled_before)
+    user_us, system_us = (
+        (b - a) / handled * 1e6 for a, b in zip(cpu_before, cpu_after, strict=True)
+    )
+    layers: dict[str, int] = {}
+    threads = {"main thread": 0, "pool threads": 0}
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = stack.split(";")
+        layer = worker_layer(frames)
+        layers[layer] = layers.get(layer, 0) + int(samples)
+        pool = any("Thread._bootstrap" in frame for frame in frames[:2])
+        threads["pool threads" if pool else "main thread"] += int(samples)
+    total = sum(layers.values()) or 1
+    print(f"Worker, 1 process × {THREADS} threads, no-op delivery: {handled} "
+          f"notifications in {duration_s} s under py-spy (which slows it).")  # fmt: skip
+    print(f"CPU per notification: {user_us:.0f} µs user + {system_us:.0f} µs system.")
+    print("\n| where the GIL was held | share |\n| --- | --- |")
+    for layer, samples in sorted(layers.items(), key=lambda item: -item[1]):
+        print(f"| {layer} | {samples / total:.0%} |")
+    for name, samples in threads.items():
+        print(f"| ({name}) | {samples / total:.0%} |")
+    print(f"\nStacks: {raw}")
+
+
 # -- Main -----------------------------------------------------------------------
 
 
@@ -1027,6 +1205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, metavar="N", help="profile N .delay() calls"
     )
+    parser.add_argument(
+        "--profile-worker",
+        type=int,
+        metavar="N",
+        help="sample a worker draining N notifications with py-spy",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("child_args", nargs="*", help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
@@ -1036,6 +1220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if options.profile:
         profile_delay(options.profile)
+        return 0
+    if options.profile_worker:
+        profile_worker(options.profile_worker, options.out)
         return 0
 
     count = 200 if options.smoke else options.count
@@ -1062,6 +1249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         + next(f.note for f in results.figures if f.section == "http" and f.note),
         "drain: clock from the broker listing the first consumer to the last "
         "message's sink timestamp; worker start-up is not counted.",
+        "cpu: user and system CPU time of the workers' processes (all threads) "
+        "from the clock's start to the last message, per message: "
+        + "; ".join(f"{f.name}: {f.note}" for f in results.figures if f.section == "cpu"),
         "memory: summed VmRSS of the worker and its children once drained; pages "
         "shared after fork count once per process, for both frameworks.",
         "the machine may run other work meanwhile: compare ratios within one run.",
