@@ -21,6 +21,7 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.message import Message
 
+from notifications.delivery import DEAD_LETTER_FORMAT
 from notifications.settings import UNROUTED, Settings
 from notifications.topology import dead_letter_exchange, dead_letter_queue
 
@@ -136,7 +137,7 @@ def publish(
         retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
     )
     logger.warning(
-        "Notification %s for group %r dead-lettered: %r (%s: %s)",
+        DEAD_LETTER_FORMAT,
         letter.notification_id or "(no id)",
         letter.group,
         letter.text,

@@ -7,7 +7,10 @@ deliveries implement :class:`Delivery` and are plugged in with
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
+from dataclasses import dataclass
 from typing import Protocol
 
 from notifications.errors import ConfigurationError
@@ -18,6 +21,59 @@ logger = logging.getLogger(__name__)
 #: The one shape of every log line about a notification's fate, so that
 #: operators can grep for "Notification <id>" and tools can parse it.
 OUTCOME_FORMAT = "Notification %s for group %r %s: %r"
+#: A dead letter's line: the same shape, with the reason after the text.
+DEAD_LETTER_FORMAT = "Notification %s for group %r dead-lettered: %r (%s: %s)"
+
+_LINE_HEAD = r"Notification (?P<id>\S+) for group '(?P<group>[^']*)' "
+_RECEIVED_LINE = re.compile(_LINE_HEAD + r"received: (?P<text>.*)$")
+_DEAD_LETTERED_LINE = re.compile(
+    _LINE_HEAD + r"dead-lettered: (?P<text>.*) \((?P<reason>[a-z_]+): (?P<error>.*)\)$"
+)
+
+
+@dataclass(frozen=True)
+class LoggedOutcome:
+    """What a worker's log line says became of a notification."""
+
+    notification_id: str
+    group: str
+    #: "received" or "dead-lettered".
+    outcome: str
+    text: str | None
+    reason: str | None = None
+    error: str | None = None
+
+
+def read_outcome_line(line: str) -> LoggedOutcome | None:
+    """The received or dead-lettered notification ``line`` is about, if any.
+
+    ``line`` may carry a log prefix (time, level, logger) before the message.
+    """
+    found = _RECEIVED_LINE.search(line)
+    if found:
+        return LoggedOutcome(
+            found["id"], found["group"], "received", _text(found["text"])
+        )
+    found = _DEAD_LETTERED_LINE.search(line)
+    if found:
+        return LoggedOutcome(
+            found["id"],
+            found["group"],
+            "dead-lettered",
+            _text(found["text"]),
+            found["reason"],
+            found["error"],
+        )
+    return None
+
+
+def _text(logged: str) -> str | None:
+    # Logged with %r: a Python literal of the text (None when it had none).
+    try:
+        value = ast.literal_eval(logged)
+    except (ValueError, SyntaxError):
+        return logged
+    return value if isinstance(value, str) else None
 
 
 def log_outcome(

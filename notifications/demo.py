@@ -7,7 +7,6 @@ what each "terminal" received.
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from notifications.delivery import read_outcome_line
 from notifications.errors import ConfigurationError
 from notifications.settings import Settings
 
@@ -28,8 +28,6 @@ MESSAGES = {
     "marketing": "New message in Marketing",
 }
 
-_RECEIVED_RE = re.compile(r"Notification (\S+) for group '([^']*)' received: (.*)$")
-_REJECTED_RE = re.compile(r"Notification (\S+) rejected: (.*) \(group=")
 _READY_RE = re.compile(r"\bready\.$")
 
 
@@ -60,16 +58,16 @@ class DemoWorker:
                 self.output.append(line)
             if _READY_RE.search(line):
                 self.ready.set()
-            refused = _REJECTED_RE.search(line)
-            if refused:
-                with self.lock:
-                    self.rejected.append(refused.group(2))
-            found = _RECEIVED_RE.search(line)
-            if found:
-                notification_id, group, text = found.groups()
-                with self.lock:
+            logged = read_outcome_line(line)
+            if logged is None:
+                continue
+            with self.lock:
+                if logged.outcome == "dead-lettered":
+                    self.rejected.append(f"{logged.reason}: {logged.error}")
+                else:
+                    text = logged.text or ""
                     self.received.append(
-                        Received(notification_id, group, ast.literal_eval(text))
+                        Received(logged.notification_id, logged.group, text)
                     )
         # The process ended: nobody waits for a ready line any more.
         self.ready.set()

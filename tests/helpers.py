@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from notifications.delivery import read_outcome_line
+
 REPO = Path(__file__).resolve().parent.parent
-NOTIFICATION_LINE = re.compile(
-    r"Notification (?P<id>\S+) for group '(?P<group>[^']*)' received: "
-    r"'(?P<text>.*)'$"
-)
 
 
 def rabbitmqctl(*args: str, timeout_s: float = 60) -> str:
@@ -155,8 +152,12 @@ class WorkerProcess:
     def received(self) -> list[Received]:
         with self._lock:
             lines = list(self.lines)
-        found = (NOTIFICATION_LINE.search(line) for line in lines)
-        return [Received(m["id"], m["group"], m["text"]) for m in found if m]
+        logged = (read_outcome_line(line) for line in lines)
+        return [
+            Received(m.notification_id, m.group, m.text or "")
+            for m in logged
+            if m is not None and m.outcome == "received"
+        ]
 
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

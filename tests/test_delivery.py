@@ -5,7 +5,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from notifications.delivery import LogDelivery, deliver, log_outcome, set_delivery
+from notifications.delivery import (
+    DEAD_LETTER_FORMAT,
+    LogDelivery,
+    LoggedOutcome,
+    deliver,
+    log_outcome,
+    read_outcome_line,
+    set_delivery,
+)
 from notifications.errors import NotificationsError
 from notifications.message import Notification
 from notifications.tasks import check_received
@@ -85,3 +93,42 @@ def test_the_worker_refuses_a_notification_under_another_groups_key():
 def test_the_worker_refuses_a_notification_from_a_queue_it_was_not_meant_for():
     with pytest.raises(NotificationsError, match="consumes only support_queue"):
         check_received(request(), "hr", "x", consumed_queues={"support_queue"})
+
+
+@pytest.mark.parametrize(
+    "text", ["New message in HR", 'It\'s "quoted"', "two\nlines", "Ünïcödé 🚀"]
+)
+def test_a_received_line_reads_back_as_the_notification(caplog, text):
+    caplog.set_level(logging.INFO, logger="notifications")
+    LogDelivery().deliver(Notification("3f2b-id", "hr", text))
+
+    logged = read_outcome_line("[2026-12-04 05:00:00: INFO] " + caplog.messages[0])
+
+    assert logged == LoggedOutcome("3f2b-id", "hr", "received", text)
+
+
+def test_a_dead_letter_line_reads_back_with_its_reason(caplog):
+    caplog.set_level(logging.WARNING, logger="notifications")
+    logging.getLogger("notifications.dead_letter").warning(
+        DEAD_LETTER_FORMAT,
+        "3f2b-id",
+        "hr",
+        "New message in HR",
+        "delivery_refused",
+        "json://hooks.example.com/: error=400 (bad request)",
+    )
+
+    logged = read_outcome_line(caplog.messages[0])
+
+    assert logged is not None
+    assert (logged.outcome, logged.text, logged.reason, logged.error) == (
+        "dead-lettered",
+        "New message in HR",
+        "delivery_refused",
+        "json://hooks.example.com/: error=400 (bad request)",
+    )
+
+
+def test_other_lines_are_not_outcomes():
+    assert read_outcome_line("celery@host ready.") is None
+    assert read_outcome_line("Notification x for group 'hr' delivered: 'y'") is None
