@@ -400,6 +400,10 @@ def write_report(results: Results, out: Path, count: int, notes: list[str]) -> N
     plot(results, out / "results.png")
 
 
+#: Sections whose figures are costs, not rates.
+LOWER_IS_BETTER = frozenset({"cpu", "memory", "latency"})
+
+
 def plot(results: Results, path: Path) -> None:
     import matplotlib
 
@@ -410,8 +414,11 @@ def plot(results: Results, path: Path) -> None:
     for figure in results.figures:
         if not figure.ours:
             continue
+        # Rates are better above 1; CPU and memory below.
+        better = "lower" if figure.section in LOWER_IS_BETTER else "higher"
         for name, base in figure.versus.items():
-            labels.append(f"{figure.section}: {figure.name} ÷ {name}")
+            label = f"{figure.section}: {figure.name} ÷ {name}"
+            labels.append(f"{label} ({better} is better)")
             ratios.append(figure.ratio(base))
     fig, ax = plt.subplots(figsize=(10, 0.32 * len(labels) + 1.5))
     ax.barh(range(len(labels)), ratios, color="tab:blue")
@@ -420,7 +427,7 @@ def plot(results: Results, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("ratio (log scale; 1 = same as the baseline)")
-    ax.set_title("notifications vs baselines measured in the same run")
+    fig.suptitle("notifications ÷ baselines measured in the same run")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
