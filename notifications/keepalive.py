@@ -11,6 +11,11 @@ per thread, whose connections stay open between deliveries.
 Nothing else about a request changes: settings from the environment
 (proxies, CA bundle) are read per request as before, and the sessions keep
 no cookies, so no request carries anything an earlier one was sent.
+
+An endpoint closes idle connections after a while; urllib3 notices a
+closed one before reusing it and connects again. One closed just as a
+request goes out fails that send as a connection error, which the worker
+retries like any other.
 """
 
 from __future__ import annotations

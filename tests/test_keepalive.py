@@ -6,10 +6,13 @@ against the local webhook; the last one runs a real worker.
 
 from __future__ import annotations
 
+import http.server
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -111,3 +114,43 @@ def test_a_worker_sends_its_notifications_over_one_connection(
         f"Keep-alive {n}" for n in range(3)
     ]
     assert len({r.client_port for r in requests_seen}) == 1
+
+
+class _ClosingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers over HTTP/1.1 as if keeping the connection, then drops it.
+
+    That is what an endpoint's idle timeout looks like to a client.
+    """
+
+    protocol_version = "HTTP/1.1"
+    ports: ClassVar[list[int]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.ports.append(self.client_address[1])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_connection_the_endpoint_dropped_is_replaced_not_failed(reusing):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        first = requests.post(url, timeout=10)
+        # Until the close has reached this side of the socket.
+        time.sleep(0.2)
+        second = requests.post(url, timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(set(_ClosingHandler.ports)) == 2
