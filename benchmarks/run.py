@@ -675,6 +675,21 @@ def fill_with_send_many(url: str, data: Path, count: int) -> None:
     run_child("send-many", child_env(url, data), str(count - 1), timeout_s=60 + count)
 
 
+def filled_for_noop_worker(url: str, data: Path, count: int) -> dict[str, str]:
+    """Queue ``count`` notifications for hr; the env of a worker that records them.
+
+    The worker delivers through the benchmark sink (``data / "sink"``), so
+    its figures are its own cost, no target's.
+    """
+    fill_with_send_many(url, data / "sender", count)
+    return child_env(
+        url,
+        data / "worker",
+        NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
+        BENCH_SINK=str(data / "sink"),
+    )
+
+
 def measure_consuming(
     results: Results, count: int, work: Path
 ) -> tuple[dict[str, Figure], dict[str, Drained]]:
@@ -745,13 +760,7 @@ def measure_consuming(
             tempfile.TemporaryDirectory(dir=work) as folder,
         ):
             data = Path(folder)
-            fill_with_send_many(url, data / "sender", count)
-            env = child_env(
-                url,
-                data / "worker",
-                NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
-                BENCH_SINK=str(data / "sink"),
-            )
+            env = filled_for_noop_worker(url, data, count)
             ours[key] = drain_by(
                 commands,
                 env,
@@ -1149,13 +1158,7 @@ def profile_worker(count: int, out: Path) -> None:
         tempfile.TemporaryDirectory(prefix="notifications-bench-") as folder,
     ):
         data = Path(folder)
-        fill_with_send_many(url, data / "sender", count)
-        env = child_env(
-            url,
-            data / "worker",
-            NOTIFICATIONS_DELIVERY="benchmarks.sink:TimestampDelivery",
-            BENCH_SINK=str(data / "sink"),
-        )
+        env = filled_for_noop_worker(url, data, count)
         log = data / "worker.log"
         with running(celery_worker(THREADS), env, log) as worker, watching(url) as watch:
             watch.wait("hr_queue", lambda _, c: c > 0, 120, "consumer")
