@@ -154,3 +154,44 @@ def test_a_connection_the_endpoint_dropped_is_replaced_not_failed(reusing):
 
     assert (first.status_code, second.status_code) == (200, 200)
     assert len(set(_ClosingHandler.ports)) == 2
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    """Stands in for an HTTP proxy: records the URL it was asked for."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        # A request through a proxy names the whole URL, not just the path.
+        self.asked.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_proxy_settings_from_the_environment_still_apply(
+    reusing, webhook, monkeypatch: pytest.MonkeyPatch
+):
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        for _ in range(2):
+            # Through the proxy, every time...
+            answer = requests.post("http://hooks.example.invalid/team", timeout=10)
+            assert answer.status_code == 200
+            # ...but straight to a host NO_PROXY names.
+            requests.post(webhook.url("/ok", scheme="http"), timeout=10)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(timeout=10)
+
+    assert _ProxyHandler.asked == ["http://hooks.example.invalid/team"] * 2
+    assert len(webhook.requests("/ok")) == 2
