@@ -366,6 +366,97 @@ def table(results: Results) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A ratio this project aims for, and where to look when it falls short."""
+
+    goal: str
+    section: str
+    #: The start of the measured figure's name.
+    name: str
+    baseline: str
+    at_least: float
+    #: What says why, when the ratio falls short.
+    why: str
+
+
+TARGETS = (
+    Target(
+        ".delay() ≥ 1.0× pika, confirm per message",
+        "publish",
+        ".delay()",
+        "pika confirm/msg",
+        1.0,
+        "`--profile N` profiles .delay(); both wait one confirm round trip",
+    ),
+    Target(
+        "send_many ≥ 1.0× dramatiq send",
+        "publish",
+        "send_many",
+        "dramatiq send",
+        1.0,
+        "`--profile N`; send_many waits for the broker to confirm every message",
+    ),
+    Target(
+        "send_many ≥ 0.8× pika unconfirmed",
+        "publish",
+        "send_many",
+        "pika unconfirmed",
+        0.8,
+        "the broker persisting and confirming is the bound; pika's clock stops "
+        "before the broker has written anything",
+    ),
+    Target(
+        "worker drain ≥ 1.0× dramatiq, 1 process",
+        "drain",
+        "this worker, 1 process",
+        "dramatiq, same processes",
+        1.0,
+        "`--profile-worker N`: where a worker's time goes, by layer",
+    ),
+    Target(
+        "worker drain ≥ 1.0× dramatiq, 2 processes",
+        "drain",
+        "this worker, 2 processes",
+        "dramatiq, same processes",
+        1.0,
+        "`--profile-worker N`: where a worker's time goes, by layer",
+    ),
+    Target(
+        "50 ms deliveries ≥ 0.8× the same worker's no-op rate",
+        "http",
+        "this worker at its defaults, endpoint answering in",
+        "same worker, no-op",
+        0.8,
+        "`benchmarks/apprise_send.py`: the CPU of one Apprise send; the "
+        "'÷ endpoint answering at once' ratio shows whether the wait is hidden",
+    ),
+)
+
+
+def targets_table(results: Results) -> str:
+    """Each target with this run's ratio: met, or where to look why not."""
+    rows = ["| target | this run | met? |", "| --- | --- | --- |"]
+    for target in TARGETS:
+        figure = next(
+            (
+                f
+                for f in results.figures
+                if f.section == target.section and f.name.startswith(target.name)
+            ),
+            None,
+        )
+        if figure is None or target.baseline not in figure.versus:
+            rows.append(f"| {target.goal} | not measured | |")
+            continue
+        ratio = figure.ratio(figure.versus[target.baseline])
+        verdict = "yes" if ratio >= target.at_least else f"no: {target.why}"
+        rows.append(
+            f"| {target.goal} | {ratio:.2f}× ({format_value(figure)}) | {verdict} |"
+        )
+    return "\n".join(rows)
+
+
 def environment_lines(count: int) -> list[str]:
     packages = ("celery", "kombu", "amqp", "pika", "dramatiq")
     try:
@@ -392,6 +483,10 @@ def write_report(results: Results, out: Path, count: int, notes: list[str]) -> N
         *environment_lines(count),
         "",
         table(results),
+        "",
+        "## Targets",
+        "",
+        targets_table(results),
         "",
         *[f"- {note}" for note in notes],
         "",
@@ -1268,6 +1363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print()
     print(table(results))
+    print()
+    print(targets_table(results))
     write_report(results, options.out, count, notes)
     print(f"\nWrote {options.out / 'results.md'} and results.png "
           f"in {time.monotonic() - started:.0f} s.")  # fmt: skip
