@@ -848,6 +848,13 @@ def measure_consuming(
             f"this worker at its defaults ({DEFAULT_THREADS} threads)",
             [celery_worker()],
         ),
+        # As `notifications worker` and docker-compose.yml run it: one log
+        # line per notification.
+        (
+            "info",
+            f"this worker at its defaults ({DEFAULT_THREADS} threads), --loglevel INFO",
+            [[*celery_worker(), "--loglevel", "INFO"]],
+        ),
     ]
     for key, name, commands in setups:
         with (

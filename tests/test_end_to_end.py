@@ -100,6 +100,21 @@ def test_each_worker_receives_exactly_its_own_groups_message(pipeline, workers):
         assert pipeline.broker.count("celery") is None
 
 
+def test_a_worker_at_info_logs_each_outcome_once(pipeline, workers):
+    notification_id = send(pipeline, "hr", "One line, please")
+    hr = workers["hr"]
+    delivered = f"Notification {notification_id} for group 'hr' delivered: "
+    assert hr.wait_for(lambda: delivered in hr.output, timeout_s=30), hr.output[-2000:]
+
+    lines = [line for line in hr.output.splitlines() if notification_id in line]
+    # The default delivery's own line, then the outcome; Celery's "Task …
+    # received" and "Task … succeeded" lines would only repeat them.
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        f"Notification {notification_id} for group 'hr' received: 'One line, please'",
+        f"Notification {notification_id} for group 'hr' delivered: 'One line, please'",
+    ]
+
+
 def test_messages_sent_before_the_workers_start_wait_in_their_queues(pipeline):
     # Given no worker runs yet, a notification is sent (the sender declares
     # the durable queue, so the message is kept)...
