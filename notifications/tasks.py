@@ -338,12 +338,13 @@ def _publish_confirmed(channel: Any, frames: bytes, timeout_s: float) -> None:
         channel.confirm_select()
     transport = channel.connection.transport
     # A broker that blocks publishers (memory or disk alarm) stops
-    # reading: without a timeout the write would wait for ever.
+    # reading: without a timeout the write would wait for ever. One
+    # timeout on the socket for the write and the wait, not one each.
     with transport.having_timeout(timeout_s):
         transport.write(frames)
-    channel.wait(
-        [spec.Basic.Ack, spec.Basic.Nack], callback=_raise_on_nack, timeout=timeout_s
-    )
+        channel.wait(
+            [spec.Basic.Ack, spec.Basic.Nack], callback=_raise_on_nack, timeout=timeout_s
+        )
 
 
 def check_received(
