@@ -524,7 +524,7 @@ def plot(results: Results, path: Path) -> None:
     ax.set_xlabel("ratio (log scale; 1 = same as the baseline)")
     fig.suptitle("notifications ÷ baselines measured in the same run")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
