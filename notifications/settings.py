@@ -6,11 +6,13 @@ directory. Nothing here mutates ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from dotenv import dotenv_values
 from kombu.utils.url import maybe_sanitize_url
@@ -101,34 +103,52 @@ def parse_groups(raw: str) -> tuple[str, ...]:
     return groups
 
 
+_N = TypeVar("_N", int, float)
+
+
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    default: _N,
+    parse: Callable[[str], _N],
+    allowed: str,
+    ok: Callable[[_N], bool],
+) -> _N:
+    """``name`` read with ``parse``; ``default`` when unset or blank."""
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{name}={raw!r} is not a number: give {allowed}."
+        ) from None
+    if not ok(value):
+        raise ConfigurationError(f"{name}={raw!r} is not allowed: give {allowed}.")
+    return value
+
+
 def _positive_number(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"{name}={raw!r} is not a number: give a positive number."
-        ) from None
-    if not value > 0:
-        raise ConfigurationError(f"{name}={raw!r} must be greater than 0.")
-    return value
+    return _number(
+        environ,
+        name,
+        default,
+        float,
+        "a number greater than 0",
+        lambda value: value > 0 and math.isfinite(value),
+    )
 
 
-def _non_negative_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"{name}={raw!r} is not a whole number: give 0 or more."
-        ) from None
-    if value < 0:
-        raise ConfigurationError(f"{name}={raw!r} must be 0 or more.")
-    return value
+def _whole_number(environ: Mapping[str, str], name: str, default: int, least: int) -> int:
+    return _number(
+        environ,
+        name,
+        default,
+        int,
+        f"a whole number, {least} or more",
+        lambda value: value >= least,
+    )
 
 
 @dataclass(frozen=True)
@@ -295,8 +315,8 @@ def load_settings(
     data_dir_raw = env.get("NOTIFICATIONS_DATA_DIR", "").strip()
     data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else default_data_dir(env)
 
-    max_text_bytes = int(
-        _positive_number(env, "NOTIFICATIONS_MAX_TEXT_BYTES", DEFAULT_MAX_TEXT_BYTES)
+    max_text_bytes = _whole_number(
+        env, "NOTIFICATIONS_MAX_TEXT_BYTES", DEFAULT_MAX_TEXT_BYTES, 1
     )
     publish_timeout_s = _positive_number(
         env, "NOTIFICATIONS_PUBLISH_TIMEOUT_S", DEFAULT_PUBLISH_TIMEOUT_S
@@ -310,11 +330,9 @@ def load_settings(
             "NOTIFICATIONS_STORE_URL must start with sqlite://, redis://, rediss:// "
             "or postgresql://."
         )
-    max_retries = int(
-        _non_negative_int(env, "NOTIFICATIONS_MAX_RETRIES", DEFAULT_MAX_RETRIES)
-    )
-    max_redeliveries = int(
-        _non_negative_int(env, "NOTIFICATIONS_MAX_REDELIVERIES", DEFAULT_MAX_REDELIVERIES)
+    max_retries = _whole_number(env, "NOTIFICATIONS_MAX_RETRIES", DEFAULT_MAX_RETRIES, 0)
+    max_redeliveries = _whole_number(
+        env, "NOTIFICATIONS_MAX_REDELIVERIES", DEFAULT_MAX_REDELIVERIES, 0
     )
     retry_backoff_max_s = _positive_number(
         env, "NOTIFICATIONS_RETRY_BACKOFF_MAX_S", DEFAULT_RETRY_BACKOFF_MAX_S

@@ -148,12 +148,22 @@ def test_an_unusable_exchange_name_is_refused(tmp_path, name):
     [
         ("NOTIFICATIONS_PUBLISH_TIMEOUT_S", "soon"),
         ("NOTIFICATIONS_PUBLISH_TIMEOUT_S", "0"),
+        ("NOTIFICATIONS_PUBLISH_TIMEOUT_S", "inf"),
         ("NOTIFICATIONS_MAX_TEXT_BYTES", "-1"),
+        # Not cut down to 0, which would refuse every text.
+        ("NOTIFICATIONS_MAX_TEXT_BYTES", "0.5"),
+        ("NOTIFICATIONS_MAX_RETRIES", "2.5"),
+        ("NOTIFICATIONS_MAX_REDELIVERIES", "-3"),
     ],
 )
 def test_a_bad_number_is_refused_naming_the_variable(tmp_path, name, value):
-    with pytest.raises(ConfigurationError, match=name):
+    with pytest.raises(ConfigurationError) as raised:
         settings_from({name: value}, tmp_path)
+
+    message = str(raised.value)
+    assert message.startswith(f"{name}={value!r} is not ")
+    assert "give a " in message
+    assert "\n" not in message
 
 
 def test_numbers_are_read(tmp_path):
@@ -162,10 +172,18 @@ def test_numbers_are_read(tmp_path):
         "NOTIFICATIONS_MAX_TEXT_BYTES": "100",
     }
 
-    settings = settings_from(env, tmp_path)
+    settings = settings_from(
+        {
+            **env,
+            "NOTIFICATIONS_MAX_RETRIES": "0",
+            "NOTIFICATIONS_MAX_REDELIVERIES": " 7 ",
+        },
+        tmp_path,
+    )
 
     assert settings.publish_timeout_s == 1.5
     assert settings.max_text_bytes == 100
+    assert (settings.max_retries, settings.max_redeliveries) == (0, 7)
 
 
 @pytest.mark.parametrize(
