@@ -182,11 +182,15 @@ def test_a_target_answering_400_is_dead_lettered_after_one_request(
     assert wait_until(lambda: (rabbitmq.count("hr_dead_letter") or 0) >= 1, 60), (
         worker.output[-4000:]
     )
-    # Celery's own line says the task is over, so no retry is still due.
-    finished = f"[{result.id}] succeeded"
-    assert worker.wait_for(lambda: finished in worker.output, timeout_s=30), (
-        worker.output[-4000:]
-    )
+
+    # The notification is acknowledged and nothing else is in hr_queue
+    # (ready or held by the worker), so no retry of it is still due.
+    def settled() -> bool:
+        rows = rabbitmq.table("queues", "name", "messages")
+        return {row["name"]: row["messages"] for row in rows}.get("hr_queue") == "0"
+
+    assert wait_until(settled, 30), worker.output[-4000:]
+    assert len(outcome_lines(worker, result.id, "dead-lettered")) == 1
 
     # ...then it is dead-lettered at once, naming the target that refused it.
     [letter] = hr_dead_letters()
