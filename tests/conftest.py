@@ -63,6 +63,11 @@ def rabbitmq_session() -> Iterator[Broker]:
     try:
         yield Broker(url=SESSION_URL, vhost=SESSION_VHOST)
     finally:
+        # The connections this process sent on, closed before the broker
+        # drops them with their vhost.
+        from notifications import app
+
+        app.pool.force_close_all()
         rabbitmqctl("delete_vhost", SESSION_VHOST)
 
 
