@@ -66,8 +66,8 @@ def one_line_per_outcome() -> None:
     says the same with the group and text. Three lines per notification
     cost a worker about 180 µs of CPU, more than a quarter of its time
     (``benchmarks/run.py``, draining at INFO and at WARNING). Celery's
-    failure and rejection
-    lines are warnings or errors and stay; at DEBUG everything stays.
+    failure and rejection lines are warnings or errors and stay; at DEBUG
+    everything stays.
     """
     if logging.getLogger().getEffectiveLevel() != logging.INFO:
         return
