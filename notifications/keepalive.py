@@ -25,6 +25,7 @@ retries like any other.
 
 from __future__ import annotations
 
+import functools
 import http.cookiejar
 import threading
 import urllib.request
@@ -32,7 +33,6 @@ from typing import Any
 
 _local = threading.local()
 _installed = False
-_Session: type | None = None
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -49,6 +49,7 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+@functools.cache
 def _session_class() -> type:
     import requests
 
@@ -63,39 +64,46 @@ def _session_class() -> type:
         def merge_environment_settings(
             self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
         ) -> dict[str, Any]:
-            if proxies or not isinstance(url, str):
-                # A caller's own proxies are merged as requests does it.
+            key = _environment_key(url, proxies, stream, verify, cert)
+            if key is None:
                 return super().merge_environment_settings(
                     url, proxies, stream, verify, cert
                 )
-            scheme, _, rest = url.partition("://")
-            # The proxy (and NO_PROXY) depend on the scheme and host only.
-            key = (scheme, rest.split("/", 1)[0], stream, verify, cert)
-            try:
-                settings = self._environment.get(key)
-            except TypeError:  # a cert or verify given as a list
-                return super().merge_environment_settings(
-                    url, proxies, stream, verify, cert
-                )
+            settings = self._environment.get(key)
             if settings is None:
-                settings = super().merge_environment_settings(
+                settings = self._environment[key] = super().merge_environment_settings(
                     url, proxies, stream, verify, cert
                 )
-                self._environment[key] = settings
             return {**settings, "proxies": dict(settings["proxies"])}
 
     return Session
+
+
+def _environment_key(
+    url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+) -> tuple[Any, ...] | None:
+    """What the environment's settings for a request depend on, if it can be kept.
+
+    ``None`` for a request with proxies of its own (merged as requests
+    does it) or with a ``cert`` or ``verify`` that cannot be a key.
+    """
+    if proxies or not isinstance(url, str):
+        return None
+    scheme, _, rest = url.partition("://")
+    # The proxy (and NO_PROXY) depend on the scheme and host only.
+    key = (scheme, rest.split("/", 1)[0], stream, verify, cert)
+    try:
+        hash(key)
+    except TypeError:  # a cert given as a list
+        return None
+    return key
 
 
 def session() -> Any:
     """This thread's session, made on first use."""
     current = getattr(_local, "session", None)
     if current is None:
-        global _Session
-        if _Session is None:
-            _Session = _session_class()
-        current = _Session()
-        _local.session = current
+        current = _local.session = _session_class()()
     return current
 
 
