@@ -76,7 +76,7 @@ def one_line_per_outcome() -> None:
 
 
 @celeryd_after_setup.connect
-def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
+def prepare_worker(sender: Any = None, instance: Any = None, **kwargs: Any) -> None:
     # Sent once logging is set up and before the worker consumes anything
     # (Celery reads its loggers' levels when it starts consuming).
     settings = get_settings()
@@ -88,11 +88,15 @@ def check_topology(sender: Any = None, instance: Any = None, **kwargs: Any) -> N
         "Worker for groups %s uses %s.", ", ".join(groups), settings.masked_broker_url
     )
     check_subscribers(groups)
-    if settings.embedded:
-        return
+    if not settings.embedded:
+        check_topology(instance, groups)
 
+
+def check_topology(worker: Any, groups: tuple[str, ...]) -> None:
+    """Declare the topology ``groups`` need; stop on a broker that refuses it."""
+    settings = get_settings()
     try:
-        with broker_errors(settings), instance.app.connection_for_write() as conn:
+        with broker_errors(settings), worker.app.connection_for_write() as conn:
             ensure_connected(conn, settings)
             topology.declare(conn, settings, groups)
     except BrokerError as exc:
